@@ -1,0 +1,31 @@
+//! Hand-off to runc for ordinary (non-unikernel) containers: the whole command line is
+//! passed unchanged to runc, which replaces this process, so exit status, stdio and
+//! pid file are exactly runc's.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+
+/// The runc binary: `$URUNC_RUNC`, else `runc` on PATH.
+pub const RUNC_ENV: &str = "URUNC_RUNC";
+
+pub fn binary() -> OsString {
+    std::env::var_os(RUNC_ENV).unwrap_or_else(|| "runc".into())
+}
+
+/// Replaces this process with runc given our own arguments. Returns only on failure.
+pub fn exec_delegate() -> anyhow::Error {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    let runc = binary();
+    let err = Command::new(&runc).args(args).exec();
+    anyhow::anyhow!(
+        "not a unikernel container, and runc could not be executed ({:?}: {err}); set {RUNC_ENV} to its path",
+        runc
+    )
+}
+
+/// Runs runc with `args` and returns its stdout, for merging listings.
+pub fn output(args: &[&str]) -> Option<Vec<u8>> {
+    let out = Command::new(binary()).args(args).output().ok()?;
+    out.status.success().then_some(out.stdout)
+}

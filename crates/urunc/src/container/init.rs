@@ -1,0 +1,152 @@
+//! The container process, from `clone` to `exec` of the monitor. It runs in the new
+//! namespaces, builds the monitor's root, waits for `urunc start` on the exec FIFO,
+//! and then *becomes* the monitor, so the container's pid is the VMM's.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+
+use nix::fcntl::{openat, OFlag};
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::stat::Mode;
+use nix::unistd::{dup2, execve, setgid, setgroups, setsid, setuid, sethostname, Gid, Uid};
+use oci_spec::runtime::Spec;
+
+use super::hooks::{self, Kind};
+use super::sync;
+use super::vmroot::{self, VmRootSpec};
+use crate::error::{Context, Error, Result};
+use crate::plan::GuestFile;
+
+pub struct ChildSetup {
+    pub sock: UnixStream,
+    pub join: Vec<(CloneFlags, File)>,
+    pub unshare_mount: bool,
+    pub new_uts: bool,
+    pub new_pid: bool,
+    pub hostname: Option<String>,
+    pub tty: Option<OwnedFd>,
+    pub vm_root: PathBuf,
+    pub devices: Vec<String>,
+    pub rootfs: PathBuf,
+    pub files: Vec<GuestFile>,
+    pub binary: PathBuf,
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    pub state_dir: OwnedFd,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub no_new_privs: bool,
+    pub preserve_fds: i32,
+    pub spec: Spec,
+    pub state_json: Vec<u8>,
+}
+
+/// Entry point after clone. Never returns on success (the monitor replaces us).
+pub fn run(mut c: ChildSetup) -> isize {
+    let err = match main(&mut c) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    // Before COMMIT the parent reports the error; after it, nobody listens but the
+    // container's own stderr, which is where the user will look.
+    if sync::send(&mut c.sock, sync::ERROR, &err.to_string()).is_err() {
+        let _ = writeln!(std::io::stderr(), "urunc: {err}");
+    }
+    1
+}
+
+fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
+    // Die with `urunc create` until it commits: a half-created container must not linger.
+    set_pdeathsig(libc::SIGKILL)?;
+    sync::expect(&mut c.sock, sync::GO, "urunc create")?;
+
+    for (flag, file) in &c.join {
+        setns(file, *flag).ctx(|| format!("join namespace {flag:?}"))?;
+    }
+    if c.unshare_mount {
+        unshare(CloneFlags::CLONE_NEWNS).ctx(|| "unshare the mount namespace".into())?;
+    }
+    setsid().ctx(|| "setsid".into())?;
+    if let Some(tty) = &c.tty {
+        // SAFETY: TIOCSCTTY on a pty slave we own.
+        if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
+            return Err(std::io::Error::last_os_error()).ctx(|| "set the controlling terminal".into());
+        }
+        for fd in 0..3 {
+            // SAFETY: duplicating onto the standard descriptors we are replacing.
+            let mut target = unsafe { OwnedFd::from_raw_fd(fd) };
+            dup2(tty, &mut target).ctx(|| "attach the terminal".into())?;
+            std::mem::forget(target);
+        }
+    }
+    if let (true, Some(h)) = (c.new_uts, &c.hostname) {
+        sethostname(h).ctx(|| format!("set hostname {h:?}"))?;
+    }
+    vmroot::build(&VmRootSpec {
+        root: &c.vm_root,
+        devices: &c.devices,
+        rootfs: &c.rootfs,
+        files: &c.files,
+        binary: &c.binary,
+        new_pid_ns: c.new_pid,
+    })?;
+    sync::send(&mut c.sock, sync::READY, "").ctx(|| "report ready".into())?;
+
+    sync::expect(&mut c.sock, sync::HOOKS_DONE, "urunc create")?;
+    hooks::run(&c.spec, Kind::CreateContainer, &c.state_json)?;
+    sync::send(&mut c.sock, sync::CREATED, "").ctx(|| "report created".into())?;
+    sync::expect(&mut c.sock, sync::COMMIT, "urunc create")?;
+    set_pdeathsig(0)?;
+
+    // Blocks until `urunc start` opens the FIFO for reading.
+    let fifo = openat(&c.state_dir, super::state::EXEC_FIFO, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+        .ctx(|| "open the exec FIFO".into())?;
+    let mut fifo = File::from(fifo);
+    fifo.write_all(b"0").ctx(|| "signal start".into())?;
+    drop(fifo);
+
+    hooks::run(&c.spec, Kind::StartContainer, &c.state_json)?;
+    drop_privileges(c)?;
+    close_other_fds(3 + c.preserve_fds);
+    let path = CString::new(c.binary.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::Other("monitor path contains NUL".into()))?;
+    execve(&path, &c.argv, &c.env).ctx(|| format!("exec {:?}", c.binary))?;
+    unreachable!("execve returned without an error")
+}
+
+fn set_pdeathsig(sig: libc::c_int) -> Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) } < 0 {
+        return Err(std::io::Error::last_os_error()).ctx(|| "prctl(PR_SET_PDEATHSIG)".into());
+    }
+    Ok(())
+}
+
+fn drop_privileges(c: &ChildSetup) -> Result<()> {
+    if c.no_new_privs {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+            return Err(std::io::Error::last_os_error()).ctx(|| "set no_new_privs".into());
+        }
+    }
+    if c.uid != 0 || c.gid != 0 || !c.additional_gids.is_empty() {
+        let gids: Vec<Gid> = c.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+        setgroups(&gids).ctx(|| "setgroups".into())?;
+        setgid(Gid::from_raw(c.gid)).ctx(|| format!("setgid {}", c.gid))?;
+        setuid(Uid::from_raw(c.uid)).ctx(|| format!("setuid {}", c.uid))?;
+    }
+    Ok(())
+}
+
+/// Everything above the preserved descriptors closes at exec.
+fn close_other_fds(first: i32) {
+    // SAFETY: close_range only flips close-on-exec flags.
+    unsafe {
+        libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
+    }
+}

@@ -1,0 +1,152 @@
+//! `start`, `state`, `kill`, `delete`, `ps` and `list` for urunc containers.
+
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use nix::fcntl::{open, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::Signal;
+use nix::sys::stat::Mode;
+
+use super::hooks::{self, Kind};
+use super::state::{self, OciState, State, StateDir, Status};
+use super::Runtime;
+use crate::bundle::Bundle;
+use crate::error::{Context, Error, Result};
+use crate::sys::{cgroups, process};
+
+impl Runtime {
+    fn open(&self, id: &str) -> Result<(StateDir, State)> {
+        let dir = StateDir::new(&self.root, id)?;
+        let st = dir.load(id)?;
+        Ok((dir, st))
+    }
+
+    fn wrong_state(id: &str, status: Status, msg: &str) -> Error {
+        Error::WrongState {
+            id: id.into(),
+            status: status.to_string(),
+            msg: msg.into(),
+        }
+    }
+
+    pub fn state(&self, id: &str) -> Result<OciState> {
+        let (dir, st) = self.open(id)?;
+        Ok(dir.oci_state(&st))
+    }
+
+    /// Lets the waiting container process exec its monitor.
+    pub fn start(&self, id: &str) -> Result<()> {
+        let (dir, st) = self.open(id)?;
+        let status = dir.status(&st);
+        if status != Status::Created {
+            return Err(Self::wrong_state(id, status, "only a created container can be started"));
+        }
+        let fd = open(&dir.fifo(), OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
+            .ctx(|| "open the exec FIFO".into())?;
+        loop {
+            let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+            let n = poll(&mut fds, PollTimeout::from(50u16)).ctx(|| "wait on the exec FIFO".into())?;
+            if n > 0 {
+                let mut b = [0u8; 1];
+                match nix::unistd::read(&fd, &mut b) {
+                    Ok(1) => break,
+                    Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
+                    Err(e) => return Err(e).ctx(|| "read the exec FIFO".into()),
+                }
+            }
+            if !process::is_alive(st.pid, st.pid_start) {
+                return Err(Error::Other(format!(
+                    "container {id:?} process exited before it could start"
+                )));
+            }
+        }
+        let _ = std::fs::remove_file(dir.fifo());
+        if let Ok(b) = Bundle::load(&st.bundle) {
+            let json = serde_json::to_vec(&dir.oci_state(&st)).expect("state serialises");
+            // poststart failures are reported but do not undo the start (OCI spec).
+            if let Err(e) = hooks::run(&b.spec, Kind::Poststart, &json) {
+                eprintln!("urunc: warning: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn kill(&self, id: &str, sig: Signal, all: bool) -> Result<()> {
+        let (dir, st) = self.open(id)?;
+        let status = dir.status(&st);
+        if status == Status::Stopped {
+            return Err(Self::wrong_state(id, status, "container not running"));
+        }
+        let mut targets = vec![st.pid];
+        if all {
+            for p in cgroups::pids(&st.cgroup_dirs) {
+                if !targets.contains(&p) {
+                    targets.push(p);
+                }
+            }
+        }
+        for p in targets {
+            match process::signal(p, sig) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => return Err(e).ctx(|| format!("send {sig} to pid {p}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the container. A running container needs `force`, which kills it; a
+    /// created one is simply discarded, as with runc.
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let (dir, st) = self.open(id)?;
+        let status = dir.status(&st);
+        if status == Status::Running && !force {
+            return Err(Self::wrong_state(
+                id,
+                status,
+                "cannot delete a running container (stop it first or use --force)",
+            ));
+        }
+        if status != Status::Stopped {
+            let _ = process::signal(st.pid, Signal::SIGKILL);
+            if !process::wait_gone(st.pid, st.pid_start, Duration::from_secs(10)) {
+                return Err(Error::Other(format!(
+                    "container {id:?}: process {} did not exit after SIGKILL",
+                    st.pid
+                )));
+            }
+        }
+        for p in cgroups::pids(&st.cgroup_dirs) {
+            let _ = process::signal(p, Signal::SIGKILL);
+        }
+        cgroups::remove(&st.cgroup_dirs);
+        if st.created_ok {
+            if let Ok(b) = Bundle::load(&st.bundle) {
+                let mut oci = dir.oci_state(&st);
+                oci.status = Status::Stopped;
+                let json = serde_json::to_vec(&oci).expect("state serialises");
+                if let Err(e) = hooks::run(&b.spec, Kind::Poststop, &json) {
+                    eprintln!("urunc: warning: {e}");
+                }
+            }
+        }
+        dir.remove()
+    }
+
+    /// Pids of the container: the monitor and anything else in its cgroup.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let (dir, st) = self.open(id)?;
+        let mut pids = cgroups::pids(&st.cgroup_dirs);
+        if pids.is_empty() && dir.status(&st) != Status::Stopped {
+            pids.push(st.pid);
+        }
+        Ok(pids)
+    }
+
+    pub fn list(&self) -> Vec<OciState> {
+        state::list_ids(&self.root)
+            .into_iter()
+            .filter_map(|id| self.state(&id).ok())
+            .collect()
+    }
+}

@@ -1,0 +1,39 @@
+//! The container lifecycle: create, start, state, kill, delete, as runc has them.
+//! Each operation lives in its own file; this one holds the shared entry type.
+
+mod create;
+pub mod hooks;
+mod init;
+mod lifecycle;
+pub mod state;
+mod sync;
+mod vmroot;
+
+use std::path::PathBuf;
+
+pub use create::{CreateOptions, Created};
+pub use state::{OciState, Status};
+
+/// Default `--root`, like runc's `/run/runc`.
+pub const DEFAULT_ROOT: &str = "/run/urunc";
+
+/// A runtime instance: where state lives and how cgroup paths are read.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    pub root: PathBuf,
+    pub systemd_cgroup: bool,
+}
+
+impl Runtime {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Runtime {
+            root: root.into(),
+            systemd_cgroup: false,
+        }
+    }
+
+    /// True when `id` is a urunc container (anything else belongs to runc).
+    pub fn owns(&self, id: &str) -> bool {
+        state::StateDir::new(&self.root, id).is_ok_and(|d| d.is_ours())
+    }
+}

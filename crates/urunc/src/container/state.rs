@@ -1,0 +1,282 @@
+//! Container state on disk: one directory per container under the runtime root,
+//! holding `urunc-state.json` (written atomically), the exec FIFO while the container
+//! is created-but-not-started, and the mount point of the monitor's root. The status
+//! is never stored: it is derived from the live process every time it is read.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, Error, Result};
+use crate::plan::Plan;
+use crate::sys::process;
+
+pub const STATE_FILE: &str = "urunc-state.json";
+pub const EXEC_FIFO: &str = "exec.fifo";
+pub const VM_ROOT: &str = "vmroot";
+pub const OCI_VERSION: &str = "1.0.2";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+        };
+        f.write_str(s)
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    /// Host pid of the container process (the monitor once started); 0 while creating.
+    pub pid: i32,
+    /// Start time of `pid`, which tells it apart from a later process with the same pid.
+    pub pid_start: u64,
+    /// RFC 3339.
+    pub created: String,
+    pub annotations: BTreeMap<String, String>,
+    pub cgroup_dirs: Vec<PathBuf>,
+    pub plan: Option<Plan>,
+    /// True once `create` finished (all hooks ran, the process waits for `start`).
+    pub created_ok: bool,
+}
+
+/// The OCI state as printed by `urunc state` (runc's shape: containerd parses it).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OciState {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
+    pub id: String,
+    pub status: Status,
+    pub pid: i32,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// The directory of one container.
+#[derive(Clone, Debug)]
+pub struct StateDir {
+    pub path: PathBuf,
+}
+
+pub fn validate_id(id: &str) -> Result<()> {
+    let bad = |msg: &str| {
+        Err(Error::InvalidId {
+            id: id.into(),
+            msg: msg.into(),
+        })
+    };
+    if id.is_empty() {
+        return bad("empty");
+    }
+    if id == "." || id == ".." {
+        return bad("reserved name");
+    }
+    if id.len() > 1024 {
+        return bad("longer than 1024 bytes");
+    }
+    if !id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '+'))
+    {
+        return bad("only letters, digits, '_', '-', '.' and '+' are allowed");
+    }
+    Ok(())
+}
+
+impl StateDir {
+    pub fn new(root: &Path, id: &str) -> Result<Self> {
+        validate_id(id)?;
+        Ok(StateDir {
+            path: root.join(id),
+        })
+    }
+
+    /// Creates the directory; fails if the id is taken (by us or by runc).
+    pub fn create(root: &Path, id: &str) -> Result<Self> {
+        let dir = Self::new(root, id)?;
+        std::fs::create_dir_all(root).ctx(|| format!("create state root {root:?}"))?;
+        match std::fs::create_dir(&dir.path) {
+            Ok(()) => Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                Err(Error::Exists { id: id.into() })
+            }
+            Err(e) => Err(e).ctx(|| format!("create state directory {:?}", dir.path)),
+        }
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.path.join(STATE_FILE)
+    }
+    pub fn fifo(&self) -> PathBuf {
+        self.path.join(EXEC_FIFO)
+    }
+    pub fn vm_root(&self) -> PathBuf {
+        self.path.join(VM_ROOT)
+    }
+
+    /// True when urunc (not runc) owns this id.
+    pub fn is_ours(&self) -> bool {
+        self.state_file().exists()
+    }
+
+    pub fn load(&self, id: &str) -> Result<State> {
+        let text = match std::fs::read_to_string(self.state_file()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound { id: id.into() })
+            }
+            Err(e) => return Err(e).ctx(|| format!("read {:?}", self.state_file())),
+        };
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Other(format!("{:?} is corrupt: {e}", self.state_file())))
+    }
+
+    pub fn save(&self, state: &State) -> Result<()> {
+        let json = serde_json::to_vec_pretty(state).expect("state serialises");
+        write_atomic(&self.state_file(), &json)
+    }
+
+    pub fn status(&self, state: &State) -> Status {
+        if state.pid <= 0 {
+            return if state.created_ok { Status::Stopped } else { Status::Creating };
+        }
+        if !process::is_alive(state.pid, state.pid_start) {
+            return Status::Stopped;
+        }
+        if !state.created_ok {
+            Status::Creating
+        } else if self.fifo().exists() {
+            Status::Created
+        } else {
+            Status::Running
+        }
+    }
+
+    pub fn oci_state(&self, state: &State) -> OciState {
+        let status = self.status(state);
+        OciState {
+            oci_version: OCI_VERSION.into(),
+            id: state.id.clone(),
+            status,
+            pid: if status == Status::Stopped { 0 } else { state.pid },
+            bundle: state.bundle.clone(),
+            rootfs: state.rootfs.clone(),
+            created: state.created.clone(),
+            annotations: state.annotations.clone(),
+        }
+    }
+
+    pub fn remove(&self) -> Result<()> {
+        match std::fs::remove_dir_all(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).ctx(|| format!("remove state directory {:?}", self.path))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Write-to-temporary then rename, so readers never see half a file.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).ctx(|| format!("write {tmp:?}"))?;
+    f.write_all(data).ctx(|| format!("write {tmp:?}"))?;
+    drop(f);
+    std::fs::rename(&tmp, path).ctx(|| format!("rename {tmp:?} to {path:?}"))
+}
+
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Ids of the containers urunc owns under `root`.
+pub fn list_ids(root: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = std::fs::read_dir(root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join(STATE_FILE).exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(pid: i32, start: u64, created_ok: bool) -> State {
+        State {
+            id: "c".into(),
+            bundle: "/b".into(),
+            rootfs: "/b/rootfs".into(),
+            pid,
+            pid_start: start,
+            created: now_rfc3339(),
+            annotations: BTreeMap::new(),
+            cgroup_dirs: vec![],
+            plan: None,
+            created_ok,
+        }
+    }
+
+    #[test]
+    fn status_is_derived_from_the_process_and_fifo() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = StateDir::create(root.path(), "c").unwrap();
+        let me = std::process::id() as i32;
+        let start = process::start_time(me).unwrap();
+        assert_eq!(dir.status(&state(0, 0, false)), Status::Creating);
+        assert_eq!(dir.status(&state(me, start, false)), Status::Creating);
+        assert_eq!(dir.status(&state(me, start, true)), Status::Running);
+        std::fs::write(dir.fifo(), b"").unwrap();
+        assert_eq!(dir.status(&state(me, start, true)), Status::Created);
+        // Same pid, different start time: a reused pid, so the container is gone.
+        assert_eq!(dir.status(&state(me, start + 7, true)), Status::Stopped);
+    }
+
+    #[test]
+    fn save_load_and_duplicate_ids() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = StateDir::create(root.path(), "c").unwrap();
+        assert!(!dir.is_ours());
+        dir.save(&state(1, 2, true)).unwrap();
+        assert!(dir.is_ours());
+        assert_eq!(dir.load("c").unwrap().pid_start, 2);
+        assert!(matches!(StateDir::create(root.path(), "c"), Err(Error::Exists { .. })));
+        assert_eq!(list_ids(root.path()), vec!["c".to_string()]);
+        dir.remove().unwrap();
+        assert!(matches!(dir.load("c"), Err(Error::NotFound { .. })));
+    }
+
+    #[test]
+    fn ids_are_validated() {
+        for bad in ["", "..", "a/b", "a b", "x\n"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+        for good in ["abc", "a.b-c_d+1", "0123"] {
+            validate_id(good).unwrap();
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! The monitor's root filesystem, built inside the container's private mount
+//! namespace so nothing is ever written into the container image:
+//!
+//! ```text
+//! /usr /bin /sbin /lib* read-only binds of the host's (the monitor and its libraries)
+//! /etc/ld.so.cache      read-only bind, so the dynamic loader is as fast as on the host
+//! /dev                  tmpfs with only the device nodes the monitor needs
+//! /proc /sys /tmp       the container's proc, read-only sysfs, a private tmpfs
+//! /guest/<name>         read-only binds of the exact image files (kernel, initrd)
+//! ```
+//!
+//! The image files are bound from already-open descriptors (`/proc/self/fd/N`), so the
+//! file the monitor sees is the one urunc resolved inside the rootfs, even if the
+//! rootfs changed in between.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::unistd::{chdir, pivot_root};
+
+use crate::error::{Context, Result};
+use crate::plan::GuestFile;
+use crate::rootfs_path;
+
+const HOST_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
+
+pub struct VmRootSpec<'a> {
+    pub root: &'a Path,
+    pub devices: &'a [String],
+    /// The container rootfs, where `files` are resolved (confined) and opened.
+    pub rootfs: &'a Path,
+    pub files: &'a [GuestFile],
+    /// The monitor binary; bound at the same path when not under a host dir above.
+    pub binary: &'a Path,
+    pub new_pid_ns: bool,
+}
+
+fn bind(src: &Path, dst: &Path, readonly: bool) -> Result<()> {
+    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .ctx(|| format!("bind {src:?} to {dst:?}"))?;
+    if readonly {
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
+            .ctx(|| format!("make {dst:?} read-only"))?;
+    }
+    Ok(())
+}
+
+fn touch(p: &Path) -> Result<()> {
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).ctx(|| format!("mkdir {parent:?}"))?;
+    }
+    File::create(p).map(drop).ctx(|| format!("create {p:?}"))
+}
+
+fn tmpfs(dst: &Path, opts: &str) -> Result<()> {
+    std::fs::create_dir_all(dst).ctx(|| format!("mkdir {dst:?}"))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(Some("tmpfs"), dst, Some("tmpfs"), flags, Some(opts)).ctx(|| format!("mount tmpfs on {dst:?}"))
+}
+
+/// Builds the root and pivots into it. Runs in the container's process, in its
+/// (private) mount namespace, before the monitor is executed.
+pub fn build(s: &VmRootSpec) -> Result<()> {
+    // Nothing we mount from here on may propagate back to the host.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .ctx(|| "make mounts private".into())?;
+    let root = s.root;
+    tmpfs(root, "mode=0755,size=16m")?;
+
+    for d in HOST_DIRS {
+        let host = Path::new("/").join(d);
+        let target = root.join(d);
+        match std::fs::symlink_metadata(&host) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let to = std::fs::read_link(&host).ctx(|| format!("readlink {host:?}"))?;
+                symlink(&to, &target).ctx(|| format!("symlink {target:?}"))?;
+            }
+            Ok(m) if m.is_dir() => {
+                std::fs::create_dir(&target).ctx(|| format!("mkdir {target:?}"))?;
+                bind(&host, &target, true)?;
+            }
+            _ => {}
+        }
+    }
+    let covered = HOST_DIRS.iter().any(|d| s.binary.starts_with(Path::new("/").join(d)));
+    if !covered {
+        let target = root.join(s.binary.strip_prefix("/").unwrap_or(s.binary));
+        touch(&target)?;
+        bind(s.binary, &target, true)?;
+    }
+    let ld_cache = Path::new("/etc/ld.so.cache");
+    if ld_cache.exists() {
+        let target = root.join("etc/ld.so.cache");
+        touch(&target)?;
+        bind(ld_cache, &target, true)?;
+    }
+
+    let dev = root.join("dev");
+    tmpfs(&dev, "mode=0755,size=64k")?;
+    for d in s.devices {
+        let host = Path::new(d);
+        if !host.exists() {
+            continue;
+        }
+        let target = root.join(d.trim_start_matches('/'));
+        touch(&target)?;
+        bind(host, &target, false)?;
+    }
+    for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+        symlink(to, dev.join(name)).ctx(|| format!("symlink /dev/{name}"))?;
+    }
+
+    for f in s.files {
+        // Opened here, in this mount namespace: a bind mount's source must belong to it.
+        let file = rootfs_path::open_required(s.rootfs, &f.image_path, &f.key)?;
+        let dst = root.join(f.target.strip_prefix("/").unwrap_or(&f.target));
+        touch(&dst)?;
+        let src = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        bind(&src, &dst, true)?;
+    }
+
+    let proc_dir = root.join("proc");
+    std::fs::create_dir(&proc_dir).ctx(|| "mkdir /proc".into())?;
+    if s.new_pid_ns {
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+        mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>).ctx(|| "mount /proc".into())?;
+    } else {
+        bind(Path::new("/proc"), &proc_dir, false)?;
+    }
+    let sys = root.join("sys");
+    std::fs::create_dir(&sys).ctx(|| "mkdir /sys".into())?;
+    bind(Path::new("/sys"), &sys, true)?;
+    tmpfs(&root.join("tmp"), "mode=1777,size=64m")?;
+
+    chdir(root).ctx(|| format!("chdir {root:?}"))?;
+    pivot_root(".", ".").ctx(|| "pivot_root into the monitor root".into())?;
+    umount2(".", MntFlags::MNT_DETACH).ctx(|| "detach the host root".into())?;
+    chdir("/").ctx(|| "chdir /".into())?;
+    let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(None::<&str>, "/", None::<&str>, ro, None::<&str>).ctx(|| "make the monitor root read-only".into())?;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! Guest types: how each kind of unikernel (or Linux) wants its kernel command line.
+//!
+//! Adding a guest type means adding one file here with a [`Guest`] implementation and
+//! listing it in [`ALL`]. Command-line generation is pure: it takes a [`GuestSetup`]
+//! and returns a string or an error message, and is unit-tested with golden strings.
+
+mod cmdline;
+mod linux;
+mod unikraft;
+
+pub use cmdline::MAX_CMDLINE;
+
+/// What the container asks the guest to run, as plain data.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GuestSetup {
+    /// The application's argv (from `process.args`, or the `cmdline` key when empty).
+    pub args: Vec<String>,
+    /// `KEY=VALUE` entries from `process.env`.
+    pub env: Vec<String>,
+    /// True when an initrd is handed to the guest.
+    pub initrd: bool,
+    /// `com.urunc.unikernel.unikernelVersion`, for guests whose syntax changed.
+    pub version: Option<String>,
+}
+
+pub trait Guest: Sync {
+    /// The `unikernelType` value that selects this guest.
+    fn name(&self) -> &'static str;
+    /// Monitors this guest can boot on (their `hypervisor` names).
+    fn monitors(&self) -> &'static [&'static str];
+    /// The kernel command line, or why it cannot be built.
+    fn cmdline(&self, setup: &GuestSetup) -> Result<String, String>;
+}
+
+pub static ALL: &[&dyn Guest] = &[&linux::Linux, &unikraft::Unikraft];
+
+pub fn by_name(name: &str) -> Option<&'static dyn Guest> {
+    ALL.iter().copied().find(|g| g.name() == name)
+}
+
+pub fn names() -> Vec<&'static str> {
+    ALL.iter().map(|g| g.name()).collect()
+}

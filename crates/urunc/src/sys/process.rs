@@ -1,0 +1,85 @@
+//! Process identity and liveness. A pid alone can be reused after the process dies, so
+//! a container's process is identified by pid *and* its start time from /proc.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Start time (clock ticks since boot) and state letter from /proc/<pid>/stat.
+pub fn stat(pid: i32) -> Option<(u64, char)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses; fields follow the last ')'.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, state))
+}
+
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat(pid).map(|(s, _)| s)
+}
+
+/// True when `pid` is the same live (not zombie) process that started at `start`.
+pub fn is_alive(pid: i32, start: u64) -> bool {
+    if pid <= 0 {
+        return false;
+    }
+    match stat(pid) {
+        Some((s, state)) => s == start && state != 'Z' && state != 'X',
+        None => false,
+    }
+}
+
+pub fn signal(pid: i32, sig: Signal) -> nix::Result<()> {
+    kill(Pid::from_raw(pid), sig)
+}
+
+/// Waits until the process is gone (or a zombie), polling; true if it went in time.
+pub fn wait_gone(pid: i32, start: u64, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_micros(200);
+    while is_alive(pid, start) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+    true
+}
+
+/// Parses a signal given as a name (`KILL`, `SIGKILL`) or a number (`9`).
+pub fn parse_signal(s: &str) -> Result<Signal, String> {
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).map_err(|_| format!("invalid signal number {n}"));
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<Signal>()
+        .map_err(|_| format!("invalid signal {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("KILL").unwrap(), Signal::SIGKILL);
+        assert_eq!(parse_signal("sigterm").unwrap(), Signal::SIGTERM);
+        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("99").is_err());
+    }
+
+    #[test]
+    fn own_process_is_alive() {
+        let me = std::process::id() as i32;
+        let start = start_time(me).unwrap();
+        assert!(is_alive(me, start));
+        assert!(!is_alive(me, start + 1));
+        assert!(!is_alive(0, start));
+    }
+}
