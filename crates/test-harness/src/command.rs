@@ -1,0 +1,82 @@
+//! Running a command with a time limit while capturing its output.
+
+use std::io::{self, Read};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Runs `cmd` with stdin from /dev/null, capturing stdout and stderr. If it
+/// is still running after `timeout` it is killed (by its own PID) and a note
+/// is appended to the captured stderr.
+pub(crate) fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let collect = |pipe: Option<Box<dyn Read + Send>>| {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = collect(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = collect(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    let status: ExitStatus = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait()?;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let mut stderr = stderr.join().unwrap_or_default();
+    if timed_out {
+        let note = format!("\n[test-harness] killed after {timeout:?} (timeout)\n");
+        stderr.extend_from_slice(note.as_bytes());
+    }
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+/// An `Output` that says the command could not be started at all.
+pub(crate) fn spawn_failure(what: &str, err: io::Error) -> Output {
+    Output {
+        status: ExitStatus::from_raw(127 << 8),
+        stdout: Vec::new(),
+        stderr: format!("[test-harness] cannot run {what}: {err}\n").into_bytes(),
+    }
+}
+
+/// Status, stdout and stderr of `out` as readable text for assertion messages.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    )
+}
