@@ -111,6 +111,10 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ps_args: Vec<String>,
     },
+    /// Freeze a container's VM
+    Pause { id: String },
+    /// Thaw a paused container's VM
+    Resume { id: String },
     /// Print the features this runtime supports as JSON
     Features,
     /// Write a template config.json for a unikernel container

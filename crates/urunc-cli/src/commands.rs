@@ -61,6 +61,14 @@ pub fn dispatch(cli: &Cli, log: &Logger) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Pause { id } => {
+            rt.pause(id)?;
+            Ok(0)
+        }
+        Command::Resume { id } => {
+            rt.resume(id)?;
+            Ok(0)
+        }
         Command::Features => {
             print_json(&features())?;
             Ok(0)
@@ -75,6 +83,13 @@ pub fn dispatch(cli: &Cli, log: &Logger) -> Result<i32> {
             Ok(0)
         }
         Command::Other(args) => {
+            // exec, update, checkpoint, ...: meaningful for ordinary containers only.
+            if let Some(id) = args.iter().skip(1).find(|a| !a.starts_with('-') && rt.owns(a)) {
+                bail!(
+                    "{} is not supported for unikernel containers ({id} runs a virtual machine)",
+                    args[0]
+                );
+            }
             log.debug(&format!("{:?}: handled by runc", args.first()));
             Err(runc::exec_delegate())
         }
@@ -87,7 +102,9 @@ fn target_id(c: &Command) -> Option<&str> {
         | Command::State { id }
         | Command::Kill { id, .. }
         | Command::Delete { id, .. }
-        | Command::Ps { id, .. } => Some(id),
+        | Command::Ps { id, .. }
+        | Command::Pause { id }
+        | Command::Resume { id } => Some(id),
         _ => None,
     }
 }

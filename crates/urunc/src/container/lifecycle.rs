@@ -100,7 +100,7 @@ impl Runtime {
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
         let (dir, st) = self.open(id)?;
         let status = dir.status(&st);
-        if status == Status::Running && !force {
+        if matches!(status, Status::Running | Status::Paused) && !force {
             return Err(Self::wrong_state(
                 id,
                 status,
@@ -108,6 +108,10 @@ impl Runtime {
             ));
         }
         if status != Status::Stopped {
+            // A frozen process cannot die: thaw it so SIGKILL takes effect.
+            if status == Status::Paused {
+                let _ = cgroups::freeze(&st.cgroup_dirs, false);
+            }
             let _ = process::signal(st.pid, Signal::SIGKILL);
             if !process::wait_gone(st.pid, st.pid_start, Duration::from_secs(10)) {
                 return Err(Error::Other(format!(
@@ -131,6 +135,31 @@ impl Runtime {
             }
         }
         dir.remove()
+    }
+
+    /// Freezes the whole VM (the monitor and its threads) through the cgroup freezer.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        self.set_frozen(id, true)
+    }
+
+    pub fn resume(&self, id: &str) -> Result<()> {
+        self.set_frozen(id, false)
+    }
+
+    fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
+        let (dir, st) = self.open(id)?;
+        let status = dir.status(&st);
+        let expected = if frozen { Status::Running } else { Status::Paused };
+        if status != expected {
+            let verb = if frozen { "paused" } else { "resumed" };
+            return Err(Self::wrong_state(id, status, &format!("only a {expected} container can be {verb}")));
+        }
+        if !cgroups::freeze(&st.cgroup_dirs, frozen)? {
+            return Err(Error::Other(
+                "no freezer cgroup (v1 freezer or v2 cgroup.freeze) is available on this host".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Pids of the container: the monitor and anything else in its cgroup.

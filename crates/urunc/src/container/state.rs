@@ -24,6 +24,7 @@ pub enum Status {
     Creating,
     Created,
     Running,
+    Paused,
     Stopped,
 }
 
@@ -33,6 +34,7 @@ impl std::fmt::Display for Status {
             Status::Creating => "creating",
             Status::Created => "created",
             Status::Running => "running",
+            Status::Paused => "paused",
             Status::Stopped => "stopped",
         };
         f.write_str(s)
@@ -167,6 +169,8 @@ impl StateDir {
             Status::Creating
         } else if self.fifo().exists() {
             Status::Created
+        } else if crate::sys::cgroups::is_frozen(&state.cgroup_dirs) {
+            Status::Paused
         } else {
             Status::Running
         }

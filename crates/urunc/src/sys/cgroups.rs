@@ -195,6 +195,41 @@ pub fn pids(dirs: &[PathBuf]) -> Vec<i32> {
     Vec::new()
 }
 
+/// Freezes (or thaws) every process in the cgroup: the v1 freezer where mounted, else
+/// cgroup v2's `cgroup.freeze`. Returns false when neither is available.
+pub fn freeze(dirs: &[PathBuf], frozen: bool) -> Result<bool> {
+    for d in dirs {
+        let v1 = d.join("freezer.state");
+        if v1.exists() {
+            let want = if frozen { "FROZEN" } else { "THAWED" };
+            std::fs::write(&v1, want).ctx(|| format!("write {want} to {v1:?}"))?;
+            // Freezing is asynchronous: wait until the kernel reports it done.
+            for _ in 0..500 {
+                let now = std::fs::read_to_string(&v1).unwrap_or_default();
+                if now.trim() == want {
+                    return Ok(true);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            return Err(crate::error::Error::Other(format!("{v1:?} did not reach {want}")));
+        }
+        let v2 = d.join("cgroup.freeze");
+        if v2.exists() {
+            std::fs::write(&v2, if frozen { "1" } else { "0" }).ctx(|| format!("write {v2:?}"))?;
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// True when the container's cgroup is frozen.
+pub fn is_frozen(dirs: &[PathBuf]) -> bool {
+    dirs.iter().any(|d| {
+        std::fs::read_to_string(d.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+            || std::fs::read_to_string(d.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+    })
+}
+
 /// Removes the directories (best effort; a cgroup still holding a process stays).
 pub fn remove(dirs: &[PathBuf]) {
     for d in dirs {
