@@ -1,0 +1,45 @@
+# urunc — build, install, test, demo, benchmark.
+#   make                 build release binaries
+#   sudo make install    install them into $(PREFIX)/bin
+#   sudo make demo       the offline demo under a private containerd
+#   sudo make test       fixtures + the whole test suite (needs root, QEMU, containerd)
+#   sudo make bench      the benchmarks (see bench/run.sh)
+
+PREFIX ?= /usr/local
+CARGO ?= cargo
+BINARIES := urunc urunc-pack
+
+.PHONY: all build install uninstall fixtures test lint demo bench clean
+
+all: build
+
+build:
+	$(CARGO) build --release -p urunc-cli -p urunc-pack
+
+install: build
+	install -d $(DESTDIR)$(PREFIX)/bin
+	for b in $(BINARIES); do install -m 0755 target/release/$$b $(DESTDIR)$(PREFIX)/bin/$$b; done
+
+uninstall:
+	for b in $(BINARIES); do rm -f $(DESTDIR)$(PREFIX)/bin/$$b; done
+
+# Test guests, cached outside the repository ($$URUNC_FIXTURES, default /var/cache/urunc-fixtures).
+fixtures:
+	bash fixtures/build-testkernel.sh
+	bash fixtures/build-linux-guest.sh
+
+test: fixtures
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+demo:
+	bash scripts/demo.sh
+
+bench: build fixtures
+	bash bench/run.sh
+
+clean:
+	$(CARGO) clean
