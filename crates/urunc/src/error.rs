@@ -55,10 +55,7 @@ pub enum Error {
     },
 
     #[error("{context}: {err}")]
-    Sys {
-        context: String,
-        err: nix::Error,
-    },
+    Sys { context: String, err: nix::Error },
 
     #[error("{0}")]
     Other(String),
@@ -73,18 +70,12 @@ pub trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, std::io::Error> {
     fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T> {
-        self.map_err(|err| Error::Io {
-            context: f(),
-            err,
-        })
+        self.map_err(|err| Error::Io { context: f(), err })
     }
 }
 
 impl<T> Context<T> for std::result::Result<T, nix::Error> {
     fn ctx<F: FnOnce() -> String>(self, f: F) -> Result<T> {
-        self.map_err(|err| Error::Sys {
-            context: f(),
-            err,
-        })
+        self.map_err(|err| Error::Sys { context: f(), err })
     }
 }

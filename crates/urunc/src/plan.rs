@@ -80,7 +80,12 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
         ))
     })?;
 
-    let mut files = vec![guest_file(&bundle.rootfs, KEY_BINARY, &cfg.binary, "kernel")?];
+    let mut files = vec![guest_file(
+        &bundle.rootfs,
+        KEY_BINARY,
+        &cfg.binary,
+        "kernel",
+    )?];
     if let Some(initrd) = &cfg.initrd {
         files.push(guest_file(&bundle.rootfs, KEY_INITRD, initrd, "initrd")?);
     }
@@ -116,15 +121,23 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
         accel,
         seccomp: bundle.has_seccomp(),
     };
-    let mut devices: Vec<String> = monitor::BASE_DEVICES.iter().map(|d| d.to_string()).collect();
+    let mut devices: Vec<String> = monitor::BASE_DEVICES
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
     for dev in monitor.devices(&vm) {
         if !Path::new(dev).exists() {
             let hint = if dev == "/dev/kvm" {
-                format!("; set {}=tcg for software emulation", monitor::QEMU_ACCEL_ENV)
+                format!(
+                    "; set {}=tcg for software emulation",
+                    monitor::QEMU_ACCEL_ENV
+                )
             } else {
                 String::new()
             };
-            return Err(monitor_err(format!("{dev} is not available on this host{hint}")));
+            return Err(monitor_err(format!(
+                "{dev} is not available on this host{hint}"
+            )));
         }
         devices.push(dev.to_string());
     }

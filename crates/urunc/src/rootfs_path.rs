@@ -53,9 +53,7 @@ pub fn resolve(root: &Path, path: &str, what: &str) -> Result<PathBuf, OpenError
         let candidate: PathBuf = root.join(resolved.iter().collect::<PathBuf>()).join(&part);
         let meta = match std::fs::symlink_metadata(&candidate) {
             Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(OpenError::NotFound)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(OpenError::NotFound),
             Err(e) => return Err(OpenError::Other(path_err(what, path, e.to_string()))),
         };
         if meta.file_type().is_symlink() {
@@ -95,13 +93,12 @@ fn components(p: &Path) -> impl Iterator<Item = OsString> + '_ {
 /// mount into the monitor's root) use `/proc/self/fd/N` of it.
 pub fn open_in_root(root: &Path, path: &str, what: &str) -> Result<File, OpenError> {
     let rel = resolve(root, path, what)?;
-    let fd = openat2_in_root(root, &rel, libc::O_RDONLY)
-        .map_err(|e| match e.raw_os_error() {
-            Some(libc::ENOENT) => OpenError::NotFound,
-            Some(libc::EXDEV) => OpenError::Other(path_err(what, path, "escapes the container rootfs")),
-            Some(libc::ELOOP) => OpenError::Other(path_err(what, path, "symbolic link loop")),
-            _ => OpenError::Other(path_err(what, path, e.to_string())),
-        })?;
+    let fd = openat2_in_root(root, &rel, libc::O_RDONLY).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => OpenError::NotFound,
+        Some(libc::EXDEV) => OpenError::Other(path_err(what, path, "escapes the container rootfs")),
+        Some(libc::ELOOP) => OpenError::Other(path_err(what, path, "symbolic link loop")),
+        _ => OpenError::Other(path_err(what, path, e.to_string())),
+    })?;
     let file = File::from(fd);
     let meta = file
         .metadata()
@@ -152,8 +149,13 @@ const RESOLVE_IN_ROOT: u64 = 0x10;
 fn openat2_in_root(root: &Path, rel: &Path, flags: i32) -> std::io::Result<OwnedFd> {
     // O_NONBLOCK: opening a FIFO planted where a kernel should be must not hang us.
     let root_fd = File::open(root)?;
-    let rel = if rel.as_os_str().is_empty() { OsStr::new(".") } else { rel.as_os_str() };
-    let c = CString::new(rel.as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let rel = if rel.as_os_str().is_empty() {
+        OsStr::new(".")
+    } else {
+        rel.as_os_str()
+    };
+    let c = CString::new(rel.as_bytes())
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let how = OpenHow {
         flags: (flags | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64,
         mode: 0,

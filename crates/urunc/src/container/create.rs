@@ -21,7 +21,7 @@ use super::{sync, Runtime};
 use crate::bundle::Bundle;
 use crate::error::{Context, Error, Result};
 use crate::plan::{self, Plan};
-use crate::sys::{cgroups, console, namespaces::Namespaces, process};
+use crate::sys::{capabilities, cgroups, console, namespaces::Namespaces, process};
 use crate::unikernel::UnikernelConfig;
 
 #[derive(Clone, Debug, Default)]
@@ -37,7 +37,9 @@ pub struct CreateOptions {
 pub enum Created {
     /// Not a unikernel bundle: the caller hands the command to runc.
     Delegate,
-    Container { pid: i32 },
+    Container {
+        pid: i32,
+    },
 }
 
 /// Undoes a half-made container unless disarmed.
@@ -90,7 +92,10 @@ impl Runtime {
             pid: None,
             armed: true,
         };
-        let mut annotations = bundle.annotations().into_iter().collect::<std::collections::BTreeMap<_, _>>();
+        let mut annotations = bundle
+            .annotations()
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>();
         annotations.extend(cfg.to_map());
         let mut state = State {
             id: o.id.clone(),
@@ -105,12 +110,15 @@ impl Runtime {
             created_ok: false,
         };
         dir.save(&state)?;
-        mkfifo(&dir.fifo(), Mode::from_bits_truncate(0o622)).ctx(|| "create the exec FIFO".into())?;
+        mkfifo(&dir.fifo(), Mode::from_bits_truncate(0o622))
+            .ctx(|| "create the exec FIFO".into())?;
         std::fs::create_dir(dir.vm_root()).ctx(|| "create the monitor root".into())?;
 
         let linux = bundle.spec.linux().as_ref();
         let cg_path = cgroups::container_path(
-            linux.and_then(|l| l.cgroups_path().as_ref()).and_then(|p| p.to_str()),
+            linux
+                .and_then(|l| l.cgroups_path().as_ref())
+                .and_then(|p| p.to_str()),
             &o.id,
             self.systemd_cgroup,
         );
@@ -139,7 +147,8 @@ impl Runtime {
         let creating = serde_json::to_vec(&dir.oci_state(&state)).expect("state serialises");
         hooks::run(&bundle.spec, Kind::Prestart, &creating)?;
         hooks::run(&bundle.spec, Kind::CreateRuntime, &creating)?;
-        sync::send(&mut parent_sock, sync::HOOKS_DONE, "").ctx(|| "resume the container process".into())?;
+        sync::send(&mut parent_sock, sync::HOOKS_DONE, "")
+            .ctx(|| "resume the container process".into())?;
         sync::expect(&mut parent_sock, sync::CREATED, "container process")?;
 
         state.created_ok = true;
@@ -164,14 +173,26 @@ impl Runtime {
         sock: UnixStream,
         preserve_fds: i32,
     ) -> Result<ChildSetup> {
-        let cstr = |s: &str| CString::new(s).map_err(|_| Error::Other(format!("{s:?} contains NUL")));
-        let argv = plan.argv.iter().map(|a| cstr(a)).collect::<Result<Vec<_>>>()?;
-        let env = ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/tmp"]
+        let cstr =
+            |s: &str| CString::new(s).map_err(|_| Error::Other(format!("{s:?} contains NUL")));
+        let argv = plan
+            .argv
             .iter()
-            .map(|e| cstr(e))
+            .map(|a| cstr(a))
             .collect::<Result<Vec<_>>>()?;
-        let state_dir: OwnedFd = open(&dir.path, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
-            .ctx(|| format!("open {:?}", dir.path))?;
+        let env = [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME=/tmp",
+        ]
+        .iter()
+        .map(|e| cstr(e))
+        .collect::<Result<Vec<_>>>()?;
+        let state_dir: OwnedFd = open(
+            &dir.path,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| format!("open {:?}", dir.path))?;
         let process = bundle.spec.process().as_ref();
         let user = process.map(|p| p.user().clone()).unwrap_or_default();
         let state_json = serde_json::to_vec(&serde_json::json!({
@@ -184,7 +205,11 @@ impl Runtime {
         .expect("state serialises");
         Ok(ChildSetup {
             sock,
-            join: ns.join.iter().map(|(f, file)| Ok((*f, file.try_clone().ctx(|| "dup namespace fd".into())?))).collect::<Result<_>>()?,
+            join: ns
+                .join
+                .iter()
+                .map(|(f, file)| Ok((*f, file.try_clone().ctx(|| "dup namespace fd".into())?)))
+                .collect::<Result<_>>()?,
             unshare_mount: ns.joins_mount(),
             new_uts: ns.create.contains(CloneFlags::CLONE_NEWUTS),
             new_pid: ns.create.contains(CloneFlags::CLONE_NEWPID),
@@ -202,6 +227,7 @@ impl Runtime {
             gid: user.gid(),
             additional_gids: user.additional_gids().clone().unwrap_or_default(),
             no_new_privs: process.and_then(|p| p.no_new_privileges()).unwrap_or(false),
+            caps: capabilities::from_spec(process),
             preserve_fds,
             spec: bundle.spec.clone(),
             state_json,
@@ -210,13 +236,23 @@ impl Runtime {
 }
 
 fn limits_of(bundle: &Bundle) -> cgroups::Limits {
-    let res = bundle.spec.linux().as_ref().and_then(|l| l.resources().as_ref());
+    let res = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref());
     let cpu = res.and_then(|r| r.cpu().as_ref());
     cgroups::Limits {
-        memory_bytes: res.and_then(|r| r.memory().as_ref()).and_then(|m| m.limit()).filter(|l| *l > 0),
+        memory_bytes: res
+            .and_then(|r| r.memory().as_ref())
+            .and_then(|m| m.limit())
+            .filter(|l| *l > 0),
         cpu_quota: cpu.and_then(|c| c.quota()).filter(|q| *q > 0),
         cpu_period: cpu.and_then(|c| c.period()),
-        pids: res.and_then(|r| r.pids().as_ref()).map(|p| p.limit()).filter(|l| *l > 0),
+        pids: res
+            .and_then(|r| r.pids().as_ref())
+            .map(|p| p.limit())
+            .filter(|l| *l > 0),
     }
 }
 
@@ -243,6 +279,7 @@ fn spawn(child: ChildSetup, ns: &Namespaces) -> Result<i32> {
     if let Some(own) = own_pid_ns {
         setns(own, CloneFlags::CLONE_NEWPID).ctx(|| "return to own pid namespace".into())?;
     }
-    Ok(res.ctx(|| format!("clone the container process ({:?})", ns.create))?.as_raw())
+    Ok(res
+        .ctx(|| format!("clone the container process ({:?})", ns.create))?
+        .as_raw())
 }
-

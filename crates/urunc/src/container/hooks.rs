@@ -84,7 +84,9 @@ fn run_one(hook: &Hook, kind: Kind, state_json: &[u8]) -> Result<()> {
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is fine: ignore EPIPE.
@@ -105,7 +107,14 @@ fn run_one(hook: &Hook, kind: Kind, state_json: &[u8]) -> Result<()> {
                     let _ = e.read_to_string(&mut err);
                 }
                 let err = err.trim().lines().last().unwrap_or("").to_string();
-                return Err(fail(format!("{status}{}", if err.is_empty() { String::new() } else { format!(": {err}") })));
+                return Err(fail(format!(
+                    "{status}{}",
+                    if err.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {err}")
+                    }
+                )));
             }
             Ok(None) => {}
             Err(e) => return Err(fail(e.to_string())),

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use nix::fcntl::{openat, OFlag};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::stat::Mode;
-use nix::unistd::{dup2, execve, setgid, setgroups, setsid, setuid, sethostname, Gid, Uid};
+use nix::unistd::{dup2, execve, setgid, setgroups, sethostname, setsid, setuid, Gid, Uid};
 use oci_spec::runtime::Spec;
 
 use super::hooks::{self, Kind};
@@ -20,6 +20,7 @@ use super::sync;
 use super::vmroot::{self, VmRootSpec};
 use crate::error::{Context, Error, Result};
 use crate::plan::GuestFile;
+use crate::sys::capabilities::{self, CapSets};
 
 pub struct ChildSetup {
     pub sock: UnixStream,
@@ -41,6 +42,7 @@ pub struct ChildSetup {
     pub gid: u32,
     pub additional_gids: Vec<u32>,
     pub no_new_privs: bool,
+    pub caps: Option<CapSets>,
     pub preserve_fds: i32,
     pub spec: Spec,
     pub state_json: Vec<u8>,
@@ -75,7 +77,8 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
     if let Some(tty) = &c.tty {
         // SAFETY: TIOCSCTTY on a pty slave we own.
         if unsafe { libc::ioctl(tty.as_raw_fd(), libc::TIOCSCTTY, 0) } < 0 {
-            return Err(std::io::Error::last_os_error()).ctx(|| "set the controlling terminal".into());
+            return Err(std::io::Error::last_os_error())
+                .ctx(|| "set the controlling terminal".into());
         }
         for fd in 0..3 {
             // SAFETY: duplicating onto the standard descriptors we are replacing.
@@ -99,13 +102,19 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
 
     sync::expect(&mut c.sock, sync::HOOKS_DONE, "urunc create")?;
     hooks::run(&c.spec, Kind::CreateContainer, &c.state_json)?;
+    vmroot::enter(&c.vm_root)?;
     sync::send(&mut c.sock, sync::CREATED, "").ctx(|| "report created".into())?;
     sync::expect(&mut c.sock, sync::COMMIT, "urunc create")?;
     set_pdeathsig(0)?;
 
     // Blocks until `urunc start` opens the FIFO for reading.
-    let fifo = openat(&c.state_dir, super::state::EXEC_FIFO, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
-        .ctx(|| "open the exec FIFO".into())?;
+    let fifo = openat(
+        &c.state_dir,
+        super::state::EXEC_FIFO,
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| "open the exec FIFO".into())?;
     let mut fifo = File::from(fifo);
     fifo.write_all(b"0").ctx(|| "signal start".into())?;
     drop(fifo);
@@ -134,11 +143,22 @@ fn drop_privileges(c: &ChildSetup) -> Result<()> {
             return Err(std::io::Error::last_os_error()).ctx(|| "set no_new_privs".into());
         }
     }
+    if let Some(caps) = &c.caps {
+        capabilities::drop_bounding(caps)?;
+        capabilities::keep_across_setuid()?;
+    }
     if c.uid != 0 || c.gid != 0 || !c.additional_gids.is_empty() {
-        let gids: Vec<Gid> = c.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+        let gids: Vec<Gid> = c
+            .additional_gids
+            .iter()
+            .map(|g| Gid::from_raw(*g))
+            .collect();
         setgroups(&gids).ctx(|| "setgroups".into())?;
         setgid(Gid::from_raw(c.gid)).ctx(|| format!("setgid {}", c.gid))?;
         setuid(Uid::from_raw(c.uid)).ctx(|| format!("setuid {}", c.uid))?;
+    }
+    if let Some(caps) = &c.caps {
+        capabilities::apply(caps)?;
     }
     Ok(())
 }
@@ -147,6 +167,11 @@ fn drop_privileges(c: &ChildSetup) -> Result<()> {
 fn close_other_fds(first: i32) {
     // SAFETY: close_range only flips close-on-exec flags.
     unsafe {
-        libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC);
+        libc::syscall(
+            libc::SYS_close_range,
+            first as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        );
     }
 }

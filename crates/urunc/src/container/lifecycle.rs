@@ -40,13 +40,22 @@ impl Runtime {
         let (dir, st) = self.open(id)?;
         let status = dir.status(&st);
         if status != Status::Created {
-            return Err(Self::wrong_state(id, status, "only a created container can be started"));
+            return Err(Self::wrong_state(
+                id,
+                status,
+                "only a created container can be started",
+            ));
         }
-        let fd = open(&dir.fifo(), OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())
-            .ctx(|| "open the exec FIFO".into())?;
+        let fd = open(
+            &dir.fifo(),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| "open the exec FIFO".into())?;
         loop {
             let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-            let n = poll(&mut fds, PollTimeout::from(50u16)).ctx(|| "wait on the exec FIFO".into())?;
+            let n =
+                poll(&mut fds, PollTimeout::from(50u16)).ctx(|| "wait on the exec FIFO".into())?;
             if n > 0 {
                 let mut b = [0u8; 1];
                 match nix::unistd::read(&fd, &mut b) {
@@ -149,14 +158,23 @@ impl Runtime {
     fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
         let (dir, st) = self.open(id)?;
         let status = dir.status(&st);
-        let expected = if frozen { Status::Running } else { Status::Paused };
+        let expected = if frozen {
+            Status::Running
+        } else {
+            Status::Paused
+        };
         if status != expected {
             let verb = if frozen { "paused" } else { "resumed" };
-            return Err(Self::wrong_state(id, status, &format!("only a {expected} container can be {verb}")));
+            return Err(Self::wrong_state(
+                id,
+                status,
+                &format!("only a {expected} container can be {verb}"),
+            ));
         }
         if !cgroups::freeze(&st.cgroup_dirs, frozen)? {
             return Err(Error::Other(
-                "no freezer cgroup (v1 freezer or v2 cgroup.freeze) is available on this host".into(),
+                "no freezer cgroup (v1 freezer or v2 cgroup.freeze) is available on this host"
+                    .into(),
             ));
         }
         Ok(())

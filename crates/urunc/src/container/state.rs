@@ -160,7 +160,11 @@ impl StateDir {
 
     pub fn status(&self, state: &State) -> Status {
         if state.pid <= 0 {
-            return if state.created_ok { Status::Stopped } else { Status::Creating };
+            return if state.created_ok {
+                Status::Stopped
+            } else {
+                Status::Creating
+            };
         }
         if !process::is_alive(state.pid, state.pid_start) {
             return Status::Stopped;
@@ -182,7 +186,11 @@ impl StateDir {
             oci_version: OCI_VERSION.into(),
             id: state.id.clone(),
             status,
-            pid: if status == Status::Stopped { 0 } else { state.pid },
+            pid: if status == Status::Stopped {
+                0
+            } else {
+                state.pid
+            },
             bundle: state.bundle.clone(),
             rootfs: state.rootfs.clone(),
             created: state.created.clone(),
@@ -268,7 +276,10 @@ mod tests {
         dir.save(&state(1, 2, true)).unwrap();
         assert!(dir.is_ours());
         assert_eq!(dir.load("c").unwrap().pid_start, 2);
-        assert!(matches!(StateDir::create(root.path(), "c"), Err(Error::Exists { .. })));
+        assert!(matches!(
+            StateDir::create(root.path(), "c"),
+            Err(Error::Exists { .. })
+        ));
         assert_eq!(list_ids(root.path()), vec!["c".to_string()]);
         dir.remove().unwrap();
         assert!(matches!(dir.load("c"), Err(Error::NotFound { .. })));

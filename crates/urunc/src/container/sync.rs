@@ -40,6 +40,9 @@ pub fn expect(sock: &mut UnixStream, want: u8, peer: &str) -> Result<()> {
     match head[0] {
         t if t == want => Ok(()),
         ERROR => Err(Error::Other(msg)),
-        t => Err(Error::Other(format!("{peer} sent unexpected message {:?}", t as char))),
+        t => Err(Error::Other(format!(
+            "{peer} sent unexpected message {:?}",
+            t as char
+        ))),
     }
 }

@@ -39,8 +39,14 @@ pub struct VmRootSpec<'a> {
 }
 
 fn bind(src: &Path, dst: &Path, readonly: bool) -> Result<()> {
-    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .ctx(|| format!("bind {src:?} to {dst:?}"))?;
+    mount(
+        Some(src),
+        dst,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .ctx(|| format!("bind {src:?} to {dst:?}"))?;
     if readonly {
         let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         mount(None::<&str>, dst, None::<&str>, flags, None::<&str>)
@@ -59,15 +65,22 @@ fn touch(p: &Path) -> Result<()> {
 fn tmpfs(dst: &Path, opts: &str) -> Result<()> {
     std::fs::create_dir_all(dst).ctx(|| format!("mkdir {dst:?}"))?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(Some("tmpfs"), dst, Some("tmpfs"), flags, Some(opts)).ctx(|| format!("mount tmpfs on {dst:?}"))
+    mount(Some("tmpfs"), dst, Some("tmpfs"), flags, Some(opts))
+        .ctx(|| format!("mount tmpfs on {dst:?}"))
 }
 
-/// Builds the root and pivots into it. Runs in the container's process, in its
-/// (private) mount namespace, before the monitor is executed.
+/// Builds the root (without entering it; see [`enter`]). Runs in the container's
+/// process, in its (private) mount namespace, before the monitor is executed.
 pub fn build(s: &VmRootSpec) -> Result<()> {
     // Nothing we mount from here on may propagate back to the host.
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .ctx(|| "make mounts private".into())?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .ctx(|| "make mounts private".into())?;
     let root = s.root;
     tmpfs(root, "mode=0755,size=16m")?;
 
@@ -86,7 +99,9 @@ pub fn build(s: &VmRootSpec) -> Result<()> {
             _ => {}
         }
     }
-    let covered = HOST_DIRS.iter().any(|d| s.binary.starts_with(Path::new("/").join(d)));
+    let covered = HOST_DIRS
+        .iter()
+        .any(|d| s.binary.starts_with(Path::new("/").join(d)));
     if !covered {
         let target = root.join(s.binary.strip_prefix("/").unwrap_or(s.binary));
         touch(&target)?;
@@ -110,7 +125,12 @@ pub fn build(s: &VmRootSpec) -> Result<()> {
         touch(&target)?;
         bind(host, &target, false)?;
     }
-    for (name, to) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         symlink(to, dev.join(name)).ctx(|| format!("symlink /dev/{name}"))?;
     }
 
@@ -127,7 +147,8 @@ pub fn build(s: &VmRootSpec) -> Result<()> {
     std::fs::create_dir(&proc_dir).ctx(|| "mkdir /proc".into())?;
     if s.new_pid_ns {
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>).ctx(|| "mount /proc".into())?;
+        mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>)
+            .ctx(|| "mount /proc".into())?;
     } else {
         bind(Path::new("/proc"), &proc_dir, false)?;
     }
@@ -135,12 +156,19 @@ pub fn build(s: &VmRootSpec) -> Result<()> {
     std::fs::create_dir(&sys).ctx(|| "mkdir /sys".into())?;
     bind(Path::new("/sys"), &sys, true)?;
     tmpfs(&root.join("tmp"), "mode=1777,size=64m")?;
+    Ok(())
+}
 
+/// Pivots into the root made by [`build`]. Separate from it so that createContainer
+/// hooks run in between: the OCI spec runs them in the container's namespaces but
+/// before the pivot, with their paths resolved as on the host.
+pub fn enter(root: &Path) -> Result<()> {
     chdir(root).ctx(|| format!("chdir {root:?}"))?;
     pivot_root(".", ".").ctx(|| "pivot_root into the monitor root".into())?;
     umount2(".", MntFlags::MNT_DETACH).ctx(|| "detach the host root".into())?;
     chdir("/").ctx(|| "chdir /".into())?;
     let ro = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
-    mount(None::<&str>, "/", None::<&str>, ro, None::<&str>).ctx(|| "make the monitor root read-only".into())?;
+    mount(None::<&str>, "/", None::<&str>, ro, None::<&str>)
+        .ctx(|| "make the monitor root read-only".into())?;
     Ok(())
 }

@@ -25,7 +25,9 @@ pub fn env_pair(entry: &str) -> Result<(&str, &str), String> {
         .split_once('=')
         .ok_or_else(|| format!("environment entry {entry:?} has no '='"))?;
     let mut chars = k.chars();
-    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
     if !first_ok || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!(
             "environment variable name {k:?} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)"
@@ -80,6 +82,8 @@ mod tests {
     #[test]
     fn length_limit() {
         let long = vec!["x".repeat(MAX_CMDLINE + 1)];
-        assert!(join(&long).unwrap_err().contains("more than the 2048 allowed"));
+        assert!(join(&long)
+            .unwrap_err()
+            .contains("more than the 2048 allowed"));
     }
 }

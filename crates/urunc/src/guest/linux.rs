@@ -11,11 +11,46 @@ pub struct Linux;
 /// Parameters the kernel itself acts on: an environment variable with one of these
 /// names would change how the guest boots, so it is refused instead of passed on.
 const KERNEL_PARAMS: &[&str] = &[
-    "init", "rdinit", "root", "rootfstype", "rootflags", "rootwait", "rootdelay", "ro", "rw",
-    "console", "earlycon", "earlyprintk", "panic", "quiet", "loglevel", "debug", "initrd",
-    "noinitrd", "mem", "memmap", "maxcpus", "nr_cpus", "nosmp", "single", "modules",
-    "module_blacklist", "nomodule", "resume", "noresume", "reboot", "acpi", "apic", "nokaslr",
-    "ip", "nfsroot", "security", "selinux", "apparmor", "lsm", "systemd",
+    "init",
+    "rdinit",
+    "root",
+    "rootfstype",
+    "rootflags",
+    "rootwait",
+    "rootdelay",
+    "ro",
+    "rw",
+    "console",
+    "earlycon",
+    "earlyprintk",
+    "panic",
+    "quiet",
+    "loglevel",
+    "debug",
+    "initrd",
+    "noinitrd",
+    "mem",
+    "memmap",
+    "maxcpus",
+    "nr_cpus",
+    "nosmp",
+    "single",
+    "modules",
+    "module_blacklist",
+    "nomodule",
+    "resume",
+    "noresume",
+    "reboot",
+    "acpi",
+    "apic",
+    "nokaslr",
+    "ip",
+    "nfsroot",
+    "security",
+    "selinux",
+    "apparmor",
+    "lsm",
+    "systemd",
 ];
 
 impl Guest for Linux {
@@ -69,7 +104,10 @@ mod tests {
 
     #[test]
     fn golden_initrd_with_args_and_env() {
-        let s = setup(&["/bin/report", "one", "two words"], &["PATH=/bin", "GREETING=hi there"]);
+        let s = setup(
+            &["/bin/report", "one", "two words"],
+            &["PATH=/bin", "GREETING=hi there"],
+        );
         assert_eq!(
             Linux.cmdline(&s).unwrap(),
             "console=ttyS0 panic=-1 quiet rdinit=/bin/report PATH=/bin GREETING=\"hi there\" -- one \"two words\""
@@ -78,23 +116,35 @@ mod tests {
 
     #[test]
     fn no_args_keeps_the_default_init() {
-        assert_eq!(Linux.cmdline(&setup(&[], &[])).unwrap(), "console=ttyS0 panic=-1 quiet");
+        assert_eq!(
+            Linux.cmdline(&setup(&[], &[])).unwrap(),
+            "console=ttyS0 panic=-1 quiet"
+        );
     }
 
     #[test]
     fn without_initrd_the_program_is_init() {
         let mut s = setup(&["/sbin/app"], &[]);
         s.initrd = false;
-        assert_eq!(Linux.cmdline(&s).unwrap(), "console=ttyS0 panic=-1 quiet init=/sbin/app");
+        assert_eq!(
+            Linux.cmdline(&s).unwrap(),
+            "console=ttyS0 panic=-1 quiet init=/sbin/app"
+        );
     }
 
     #[test]
     fn injection_is_refused() {
-        let e = Linux.cmdline(&setup(&["/init"], &["rdinit=/evil"])).unwrap_err();
+        let e = Linux
+            .cmdline(&setup(&["/init"], &["rdinit=/evil"]))
+            .unwrap_err();
         assert!(e.contains("boot parameter"), "{e}");
-        let e = Linux.cmdline(&setup(&["/init"], &["X=a\" rdinit=/evil"])).unwrap_err();
+        let e = Linux
+            .cmdline(&setup(&["/init"], &["X=a\" rdinit=/evil"]))
+            .unwrap_err();
         assert!(e.contains("cannot carry"), "{e}");
-        let e = Linux.cmdline(&setup(&["/init\nrdinit=/x"], &[])).unwrap_err();
+        let e = Linux
+            .cmdline(&setup(&["/init\nrdinit=/x"], &[]))
+            .unwrap_err();
         assert!(e.contains("cannot carry"), "{e}");
     }
 }

@@ -33,7 +33,11 @@ fn syntax(version: Option<&str>) -> Syntax {
     if nums.is_empty() {
         return Syntax::Current;
     }
-    let key = (nums[0], *nums.get(1).unwrap_or(&0), *nums.get(2).unwrap_or(&0));
+    let key = (
+        nums[0],
+        *nums.get(1).unwrap_or(&0),
+        *nums.get(2).unwrap_or(&0),
+    );
     if key < (0, 16, 1) {
         Syntax::Legacy
     } else {

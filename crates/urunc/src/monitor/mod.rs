@@ -61,4 +61,10 @@ pub fn names() -> Vec<&'static str> {
 }
 
 /// Device nodes every monitor gets.
-pub const BASE_DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"];
+pub const BASE_DEVICES: &[&str] = &[
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+];

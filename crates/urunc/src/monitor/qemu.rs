@@ -39,7 +39,11 @@ impl Monitor for Qemu {
     fn argv(&self, vm: &VmConfig) -> Vec<String> {
         let mut a: Vec<String> = vec![vm.binary.display().to_string()];
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        let machine = if cfg!(target_arch = "aarch64") { "virt" } else { "pc" };
+        let machine = if cfg!(target_arch = "aarch64") {
+            "virt"
+        } else {
+            "pc"
+        };
         push(&["-name", &vm.name]);
         push(&["-machine", machine]);
         match vm.accel {
@@ -50,7 +54,14 @@ impl Monitor for Qemu {
         push(&["-smp", &vm.vcpus.to_string()]);
         // No default devices, no firmware config from the host, no display: the guest
         // gets exactly what urunc adds, and its console is the container's stdio.
-        push(&["-nodefaults", "-no-user-config", "-display", "none", "-vga", "none"]);
+        push(&[
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-vga",
+            "none",
+        ]);
         push(&["-serial", "stdio", "-no-reboot"]);
         if vm.seccomp {
             push(&["-sandbox", SANDBOX]);

@@ -38,7 +38,10 @@ fn resolves_plain_and_symlinked_paths_inside() {
     assert_eq!(ok(r, "/boot/rel-link"), PathBuf::from("boot/vmlinux"));
     assert_eq!(ok(r, "/boot/abs-link"), PathBuf::from("boot/vmlinux"));
     assert_eq!(ok(r, "/boot/sub/../vmlinux"), PathBuf::from("boot/vmlinux"));
-    assert_eq!(ok(r, "/rootlink/boot/vmlinux"), PathBuf::from("boot/vmlinux"));
+    assert_eq!(
+        ok(r, "/rootlink/boot/vmlinux"),
+        PathBuf::from("boot/vmlinux")
+    );
     let mut s = String::new();
     open_in_root(r, "/boot/abs-link", "kernel")
         .unwrap()
@@ -77,8 +80,11 @@ fn loops_dirs_and_fifos_are_refused() {
     let d = tree();
     assert!(err(d.path(), "/loop-a").contains("too many levels"));
     assert!(err(d.path(), "/boot").contains("a directory"));
-    nix::unistd::mkfifo(&d.path().join("fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .unwrap();
+    nix::unistd::mkfifo(
+        &d.path().join("fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     assert!(err(d.path(), "/fifo").contains("a FIFO"));
     assert!(err(d.path(), "").contains("empty path"));
 }

@@ -30,7 +30,9 @@ fn hierarchies() -> Vec<Hierarchy> {
 fn parse_mountinfo(info: &str) -> Vec<Hierarchy> {
     let mut out: Vec<Hierarchy> = Vec::new();
     for line in info.lines() {
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         let l: Vec<&str> = left.split(' ').collect();
         let r: Vec<&str> = right.split(' ').collect();
         if l.len() < 5 || r.len() < 3 {
@@ -52,7 +54,11 @@ fn parse_mountinfo(info: &str) -> Vec<Hierarchy> {
         };
         let mount = PathBuf::from(l[4]);
         if !out.iter().any(|h| h.mount == mount) {
-            out.push(Hierarchy { mount, v2, controllers });
+            out.push(Hierarchy {
+                mount,
+                v2,
+                controllers,
+            });
         }
     }
     out
@@ -64,7 +70,11 @@ pub fn container_path(spec_path: Option<&str>, id: &str, systemd: bool) -> Strin
     match spec_path {
         Some(p) if systemd && p.split(':').count() == 3 => {
             let parts: Vec<&str> = p.split(':').collect();
-            let slice = if parts[0].is_empty() { "system.slice" } else { parts[0] };
+            let slice = if parts[0].is_empty() {
+                "system.slice"
+            } else {
+                parts[0]
+            };
             format!("/{}/{}-{}.scope", expand_slice(slice), parts[1], parts[2])
         }
         Some(p) if !p.is_empty() => format!("/{}", p.trim_start_matches('/')),
@@ -124,7 +134,9 @@ fn make_dirs(h: &Hierarchy, dir: &Path) -> Result<()> {
         for level in levels.into_iter().rev() {
             for file in ["cpuset.cpus", "cpuset.mems"] {
                 let own = level.join(file);
-                let empty = std::fs::read_to_string(&own).map(|v| v.trim().is_empty()).unwrap_or(false);
+                let empty = std::fs::read_to_string(&own)
+                    .map(|v| v.trim().is_empty())
+                    .unwrap_or(false);
                 let parent = level.parent().unwrap_or(&h.mount).join(file);
                 if let (true, Ok(v)) = (empty, std::fs::read_to_string(&parent)) {
                     std::fs::write(&own, v.trim()).ctx(|| format!("initialise {own:?}"))?;
@@ -143,7 +155,10 @@ fn apply(h: &Hierarchy, dir: &Path, l: &Limits) -> Result<()> {
             writes.push(("memory.max", m.to_string()));
         }
         if let Some(q) = l.cpu_quota {
-            writes.push(("cpu.max", format!("{q} {}", l.cpu_period.unwrap_or(100_000))));
+            writes.push((
+                "cpu.max",
+                format!("{q} {}", l.cpu_period.unwrap_or(100_000)),
+            ));
         }
         if let Some(p) = l.pids {
             writes.push(("pids.max", p.to_string()));
@@ -211,7 +226,9 @@ pub fn freeze(dirs: &[PathBuf], frozen: bool) -> Result<bool> {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(2));
             }
-            return Err(crate::error::Error::Other(format!("{v1:?} did not reach {want}")));
+            return Err(crate::error::Error::Other(format!(
+                "{v1:?} did not reach {want}"
+            )));
         }
         let v2 = d.join("cgroup.freeze");
         if v2.exists() {
@@ -266,11 +283,18 @@ mod tests {
 
     #[test]
     fn paths() {
-        assert_eq!(container_path(Some("/default/c1"), "c1", false), "/default/c1");
+        assert_eq!(
+            container_path(Some("/default/c1"), "c1", false),
+            "/default/c1"
+        );
         assert_eq!(container_path(Some("k8s/x"), "c1", false), "/k8s/x");
         assert_eq!(container_path(None, "c1", false), "/urunc/c1");
         assert_eq!(
-            container_path(Some("kubepods-burstable.slice:cri-containerd:abc"), "c", true),
+            container_path(
+                Some("kubepods-burstable.slice:cri-containerd:abc"),
+                "c",
+                true
+            ),
             "/kubepods.slice/kubepods-burstable.slice/cri-containerd-abc.scope"
         );
     }

@@ -64,24 +64,36 @@ mod tests {
 
     #[test]
     fn invalid_prefixed_base64_is_an_error_naming_the_key() {
-        let err = decode_value("com.urunc.unikernel.binary", "b64:@@@", Source::Annotation)
-            .unwrap_err();
-        assert!(err.starts_with("com.urunc.unikernel.binary: invalid base64"), "{err}");
+        let err =
+            decode_value("com.urunc.unikernel.binary", "b64:@@@", Source::Annotation).unwrap_err();
+        assert!(
+            err.starts_with("com.urunc.unikernel.binary: invalid base64"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bare_base64_only_in_urunc_json() {
         // "L2Jvb3Qvdm1saW51eA==" is "/boot/vmlinux".
         let enc = "L2Jvb3Qvdm1saW51eA==";
-        assert_eq!(decode_value("k", enc, Source::UruncJson).unwrap(), "/boot/vmlinux");
+        assert_eq!(
+            decode_value("k", enc, Source::UruncJson).unwrap(),
+            "/boot/vmlinux"
+        );
         assert_eq!(decode_value("k", enc, Source::Annotation).unwrap(), enc);
     }
 
     #[test]
     fn plain_words_stay_plain() {
         // "qemu" is valid base64 but decodes to non-UTF-8 bytes.
-        assert_eq!(decode_value("k", "qemu", Source::UruncJson).unwrap(), "qemu");
-        assert_eq!(decode_value("k", "linux", Source::UruncJson).unwrap(), "linux");
+        assert_eq!(
+            decode_value("k", "qemu", Source::UruncJson).unwrap(),
+            "qemu"
+        );
+        assert_eq!(
+            decode_value("k", "linux", Source::UruncJson).unwrap(),
+            "linux"
+        );
         assert_eq!(
             decode_value("k", "/boot/vmlinuz", Source::UruncJson).unwrap(),
             "/boot/vmlinuz"

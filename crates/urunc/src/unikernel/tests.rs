@@ -74,19 +74,38 @@ fn missing_keys_are_named_with_typos_hinted() {
         (KEY_TYPE, "linux"),
         ("com.urunc.unikernel.hypervisr", "qemu"),
     ]);
-    let e = UnikernelConfig::load(&a, dir.path()).unwrap_err().to_string();
-    assert!(e.contains("missing com.urunc.unikernel.hypervisor, com.urunc.unikernel.binary"), "{e}");
-    assert!(e.contains("unrecognised keys: com.urunc.unikernel.hypervisr"), "{e}");
+    let e = UnikernelConfig::load(&a, dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("missing com.urunc.unikernel.hypervisor, com.urunc.unikernel.binary"),
+        "{e}"
+    );
+    assert!(
+        e.contains("unrecognised keys: com.urunc.unikernel.hypervisr"),
+        "{e}"
+    );
 }
 
 #[test]
 fn invalid_json_and_wrong_types() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("urunc.json"), "{not json").unwrap();
-    let e = UnikernelConfig::load(&HashMap::new(), dir.path()).unwrap_err().to_string();
-    assert!(e.contains("urunc.json in the image is not a JSON object"), "{e}");
-    fs::write(dir.path().join("urunc.json"), r#"{"com.urunc.unikernel.binary": 3}"#).unwrap();
-    let e = UnikernelConfig::load(&HashMap::new(), dir.path()).unwrap_err().to_string();
+    let e = UnikernelConfig::load(&HashMap::new(), dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("urunc.json in the image is not a JSON object"),
+        "{e}"
+    );
+    fs::write(
+        dir.path().join("urunc.json"),
+        r#"{"com.urunc.unikernel.binary": 3}"#,
+    )
+    .unwrap();
+    let e = UnikernelConfig::load(&HashMap::new(), dir.path())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("expected a string"), "{e}");
 }
 
@@ -99,10 +118,16 @@ fn urunc_json_symlink_cannot_leave_rootfs() {
     )
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::os::unix::fs::symlink(outside.path().join("evil.json"), dir.path().join("urunc.json"))
-        .unwrap();
+    std::os::unix::fs::symlink(
+        outside.path().join("evil.json"),
+        dir.path().join("urunc.json"),
+    )
+    .unwrap();
     // The absolute target is read as a path inside the rootfs, where it does not exist.
-    assert_eq!(UnikernelConfig::load(&HashMap::new(), dir.path()).unwrap(), None);
+    assert_eq!(
+        UnikernelConfig::load(&HashMap::new(), dir.path()).unwrap(),
+        None
+    );
 }
 
 #[test]
@@ -110,9 +135,14 @@ fn nul_bytes_and_bad_bools_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = ann(FULL);
     a.insert(KEY_CMDLINE.into(), "a\0b".into());
-    assert!(UnikernelConfig::load(&a, dir.path()).unwrap_err().to_string().contains("NUL"));
+    assert!(UnikernelConfig::load(&a, dir.path())
+        .unwrap_err()
+        .to_string()
+        .contains("NUL"));
     let mut a = ann(FULL);
     a.insert(KEY_USE_DM_BLOCK.into(), "maybe".into());
-    let e = UnikernelConfig::load(&a, dir.path()).unwrap_err().to_string();
+    let e = UnikernelConfig::load(&a, dir.path())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("useDMBlock: expected true or false"), "{e}");
 }
