@@ -8,6 +8,9 @@
 //!   static busybox, giving a minimal runnable container image.
 //! * [`require_root_and_tools`] lets a test skip with a visible `SKIP:` line
 //!   when it cannot run here.
+//! * [`bundle`] drives the `urunc` binary directly, as runc is driven: temporary
+//!   OCI bundles ([`bundle::TestBundle`]), a runner with a private `--root`
+//!   ([`bundle::Urunc`]) and a check for what a container left behind.
 //!
 //! ```no_run
 //! use test_harness::{busybox_image, require_root_and_tools, Containerd};
@@ -29,6 +32,7 @@
 //! }
 //! ```
 
+pub mod bundle;
 mod cleanup;
 mod command;
 mod containerd;

@@ -47,7 +47,11 @@ pub fn dispatch(cli: &Cli, log: &Logger) -> Result<i32> {
             rt.delete(id, *force)?;
             Ok(0)
         }
-        Command::Run { create: a, detach, keep } => run(&rt, a, *detach, *keep, log),
+        Command::Run {
+            create: a,
+            detach,
+            keep,
+        } => run(&rt, a, *detach, *keep, log),
         Command::List { format, quiet } => list(&rt, format, *quiet),
         Command::Ps { format, id, .. } => {
             let pids = rt.pids(id)?;
@@ -84,7 +88,11 @@ pub fn dispatch(cli: &Cli, log: &Logger) -> Result<i32> {
         }
         Command::Other(args) => {
             // exec, update, checkpoint, ...: meaningful for ordinary containers only.
-            if let Some(id) = args.iter().skip(1).find(|a| !a.starts_with('-') && rt.owns(a)) {
+            if let Some(id) = args
+                .iter()
+                .skip(1)
+                .find(|a| !a.starts_with('-') && rt.owns(a))
+            {
                 bail!(
                     "{} is not supported for unikernel containers ({id} runs a virtual machine)",
                     args[0]
@@ -122,7 +130,10 @@ fn options(a: &CreateArgs) -> CreateOptions {
 fn create(rt: &Runtime, a: &CreateArgs, log: &Logger) -> Result<i32> {
     match rt.create(&options(a))? {
         Created::Delegate => {
-            log.debug(&format!("{}: no unikernel configuration, handing to runc", a.id));
+            log.debug(&format!(
+                "{}: no unikernel configuration, handing to runc",
+                a.id
+            ));
             Err(runc::exec_delegate())
         }
         Created::Container { pid } => {
@@ -179,12 +190,16 @@ fn list(rt: &Runtime, format: &str, quiet: bool) -> Result<i32> {
     } else if format == "json" {
         print_json(&all)?;
     } else {
-        println!("{:<24} {:<8} {:<10} {:<40} CREATED", "ID", "PID", "STATUS", "BUNDLE");
+        println!(
+            "{:<24} {:<8} {:<10} {:<40} CREATED",
+            "ID", "PID", "STATUS", "BUNDLE"
+        );
         for s in &all {
             println!(
                 "{:<24} {:<8} {:<10} {:<40} {}",
                 s["id"].as_str().unwrap_or(""),
-                s["pid"],
+                // serde_json's Display ignores the width: format the number itself.
+                s["pid"].as_i64().unwrap_or(0),
                 s["status"].as_str().unwrap_or(""),
                 s["bundle"].as_str().unwrap_or(""),
                 s["created"].as_str().unwrap_or("")

@@ -147,7 +147,9 @@ impl Runtime {
         let creating = serde_json::to_vec(&dir.oci_state(&state)).expect("state serialises");
         hooks::run(&bundle.spec, Kind::Prestart, &creating)?;
         hooks::run(&bundle.spec, Kind::CreateRuntime, &creating)?;
-        sync::send(&mut parent_sock, sync::HOOKS_DONE, "")
+        // The hooks in the container process get the same state, pid included.
+        let creating_text = String::from_utf8_lossy(&creating).into_owned();
+        sync::send(&mut parent_sock, sync::HOOKS_DONE, &creating_text)
             .ctx(|| "resume the container process".into())?;
         sync::expect(&mut parent_sock, sync::CREATED, "container process")?;
 
@@ -156,7 +158,11 @@ impl Runtime {
         if let Some(p) = &o.pid_file {
             write_atomic(p, pid.to_string().as_bytes())?;
         }
-        sync::send(&mut parent_sock, sync::COMMIT, "").ctx(|| "commit the container".into())?;
+        let created = serde_json::to_string(&dir.oci_state(&state)).expect("state serialises");
+        sync::send(&mut parent_sock, sync::COMMIT, &created)
+            .ctx(|| "commit the container".into())?;
+        // Exiting before the process has cleared its parent-death signal would kill it.
+        sync::expect(&mut parent_sock, sync::DETACHED, "container process")?;
         undo.armed = false;
         debug_assert_eq!(dir.status(&state), Status::Created);
         Ok(Created::Container { pid })
@@ -195,14 +201,6 @@ impl Runtime {
         .ctx(|| format!("open {:?}", dir.path))?;
         let process = bundle.spec.process().as_ref();
         let user = process.map(|p| p.user().clone()).unwrap_or_default();
-        let state_json = serde_json::to_vec(&serde_json::json!({
-            "ociVersion": super::state::OCI_VERSION,
-            "id": dir.path.file_name().and_then(|n| n.to_str()).unwrap_or(""),
-            "status": "created",
-            "bundle": bundle.dir,
-            "annotations": bundle.annotations(),
-        }))
-        .expect("state serialises");
         Ok(ChildSetup {
             sock,
             join: ns
@@ -230,7 +228,6 @@ impl Runtime {
             caps: capabilities::from_spec(process),
             preserve_fds,
             spec: bundle.spec.clone(),
-            state_json,
         })
     }
 }

@@ -45,7 +45,6 @@ pub struct ChildSetup {
     pub caps: Option<CapSets>,
     pub preserve_fds: i32,
     pub spec: Spec,
-    pub state_json: Vec<u8>,
 }
 
 /// Entry point after clone. Never returns on success (the monitor replaces us).
@@ -100,14 +99,18 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
     })?;
     sync::send(&mut c.sock, sync::READY, "").ctx(|| "report ready".into())?;
 
-    sync::expect(&mut c.sock, sync::HOOKS_DONE, "urunc create")?;
-    hooks::run(&c.spec, Kind::CreateContainer, &c.state_json)?;
+    let creating = sync::expect(&mut c.sock, sync::HOOKS_DONE, "urunc create")?;
+    hooks::run(&c.spec, Kind::CreateContainer, creating.as_bytes())?;
     vmroot::enter(&c.vm_root)?;
     sync::send(&mut c.sock, sync::CREATED, "").ctx(|| "report created".into())?;
-    sync::expect(&mut c.sock, sync::COMMIT, "urunc create")?;
+    let created = sync::expect(&mut c.sock, sync::COMMIT, "urunc create")?;
     set_pdeathsig(0)?;
+    // Until this arrives `urunc create` must not exit: its exit would still kill us.
+    sync::send(&mut c.sock, sync::DETACHED, "").ctx(|| "report detached".into())?;
 
-    // Blocks until `urunc start` opens the FIFO for reading.
+    // Blocks until `urunc start` opens the FIFO for reading. The write end then stays
+    // open (close-on-exec) until the monitor replaces us: `start` waits for that EOF,
+    // so its poststart hooks run after the startContainer hooks and the exec (OCI order).
     let fifo = openat(
         &c.state_dir,
         super::state::EXEC_FIFO,
@@ -117,9 +120,8 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
     .ctx(|| "open the exec FIFO".into())?;
     let mut fifo = File::from(fifo);
     fifo.write_all(b"0").ctx(|| "signal start".into())?;
-    drop(fifo);
 
-    hooks::run(&c.spec, Kind::StartContainer, &c.state_json)?;
+    hooks::run(&c.spec, Kind::StartContainer, created.as_bytes())?;
     drop_privileges(c)?;
     close_other_fds(3 + c.preserve_fds);
     let path = CString::new(c.binary.as_os_str().as_encoded_bytes())

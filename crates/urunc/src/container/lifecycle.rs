@@ -52,6 +52,9 @@ impl Runtime {
             Mode::empty(),
         )
         .ctx(|| "open the exec FIFO".into())?;
+        // One byte: the process is past the FIFO; then EOF: it ran the startContainer
+        // hooks and exec'd the monitor (or died), and the write end closed.
+        let mut started = false;
         loop {
             let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
             let n =
@@ -59,12 +62,16 @@ impl Runtime {
             if n > 0 {
                 let mut b = [0u8; 1];
                 match nix::unistd::read(&fd, &mut b) {
-                    Ok(1) => break,
+                    Ok(1) => started = true,
+                    Ok(0) if started => break,
                     Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
                     Err(e) => return Err(e).ctx(|| "read the exec FIFO".into()),
                 }
             }
             if !process::is_alive(st.pid, st.pid_start) {
+                if started {
+                    break;
+                }
                 return Err(Error::Other(format!(
                     "container {id:?} process exited before it could start"
                 )));

@@ -16,6 +16,9 @@ pub const HOOKS_DONE: u8 = b'H';
 pub const CREATED: u8 = b'O';
 /// Parent → child: state is saved, outlive the parent and wait for `start`.
 pub const COMMIT: u8 = b'C';
+/// Child → parent: its parent-death signal is cleared, so `urunc create` may exit now
+/// without taking the container process with it.
+pub const DETACHED: u8 = b'D';
 /// Either way: failed, message follows.
 pub const ERROR: u8 = b'E';
 
@@ -26,8 +29,9 @@ pub fn send(sock: &mut UnixStream, tag: u8, msg: &str) -> std::io::Result<()> {
     sock.write_all(&buf)
 }
 
-/// Receives one message and checks its tag; the peer's error becomes ours.
-pub fn expect(sock: &mut UnixStream, want: u8, peer: &str) -> Result<()> {
+/// Receives one message and checks its tag; the peer's error becomes ours. Returns
+/// the message body (the state JSON for the hooks, where the parent sends one).
+pub fn expect(sock: &mut UnixStream, want: u8, peer: &str) -> Result<String> {
     let mut head = [0u8; 5];
     if sock.read_exact(&mut head).is_err() {
         return Err(Error::Other(format!("{peer} exited unexpectedly")));
@@ -38,7 +42,7 @@ pub fn expect(sock: &mut UnixStream, want: u8, peer: &str) -> Result<()> {
         .map_err(|_| Error::Other(format!("{peer} exited unexpectedly")))?;
     let msg = String::from_utf8_lossy(&body).into_owned();
     match head[0] {
-        t if t == want => Ok(()),
+        t if t == want => Ok(msg),
         ERROR => Err(Error::Other(msg)),
         t => Err(Error::Other(format!(
             "{peer} sent unexpected message {:?}",

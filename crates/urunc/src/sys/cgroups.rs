@@ -126,7 +126,11 @@ fn make_dirs(h: &Hierarchy, dir: &Path) -> Result<()> {
         p = p.parent().unwrap_or(&h.mount);
     }
     for level in missing.iter().rev() {
-        std::fs::create_dir(level).ctx(|| format!("create cgroup {level:?}"))?;
+        // Another container being created at the same time may make a shared parent.
+        match std::fs::create_dir(level) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            r => r.ctx(|| format!("create cgroup {level:?}"))?,
+        }
     }
     if h.controllers.iter().any(|c| c == "cpuset") {
         // Levels made earlier (by us or others) may still be empty too.
