@@ -23,6 +23,9 @@ const DISABLED_PLUGINS: &[&str] = &[
 ];
 const CRI_PLUGIN: &str = "io.containerd.grpc.v1.cri";
 
+/// Counter behind [`Containerd::unique_id`].
+static NEXT_ID: AtomicU32 = AtomicU32::new(0);
+
 /// Timeout for the ctr calls made while cleaning up.
 const CLEANUP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -35,6 +38,7 @@ pub struct ContainerdBuilder {
     log_level: String,
     start_timeout: Duration,
     ctr_timeout: Duration,
+    env: Vec<(String, String)>,
 }
 
 impl ContainerdBuilder {
@@ -80,6 +84,16 @@ impl ContainerdBuilder {
         self
     }
 
+    /// Sets an environment variable for containerd only (not for this
+    /// process). containerd hands its environment on to the shims it starts,
+    /// and containerd's Go runc shim to the runtime binary, so this is how a
+    /// test configures e.g. `URUNC_QEMU_ACCEL=tcg` for urunc without the
+    /// race of `std::env::set_var` in a multi-threaded test binary.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Starts containerd and waits until it answers.
     pub fn start(self) -> Result<Containerd> {
         let started = Instant::now();
@@ -98,8 +112,9 @@ impl ContainerdBuilder {
             namespace: self.namespace.clone(),
             ctr_timeout: self.ctr_timeout,
             child: None,
-            ids: AtomicU32::new(0),
             startup: Duration::ZERO,
+            env: self.env.clone(),
+            start_timeout: self.start_timeout,
         };
         for sub in ["root", "state", "opt", "fifo"] {
             fs::create_dir(containerd.dir.join(sub)).context("creating temp subdirectories")?;
@@ -110,6 +125,7 @@ impl ContainerdBuilder {
         let child = Command::new("containerd")
             .arg("--config")
             .arg(&containerd.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -195,8 +211,9 @@ pub struct Containerd {
     namespace: String,
     ctr_timeout: Duration,
     child: Option<Child>,
-    ids: AtomicU32,
     startup: Duration,
+    env: Vec<(String, String)>,
+    start_timeout: Duration,
 }
 
 impl Containerd {
@@ -209,6 +226,7 @@ impl Containerd {
             log_level: "info".to_string(),
             start_timeout: Duration::from_secs(10),
             ctr_timeout: Duration::from_secs(120),
+            env: Vec::new(),
         }
     }
 
@@ -256,8 +274,32 @@ impl Containerd {
     /// `<prefix>-<pid>-<n>`: a container ID unique among concurrently
     /// running tests.
     pub fn unique_id(&self, prefix: &str) -> String {
-        let n = self.ids.fetch_add(1, Ordering::Relaxed);
+        // Process-wide: tests in one binary run concurrently, each with its own
+        // Containerd, but share the shim's state root and the cgroup tree.
+        let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         format!("{prefix}-{}-{n}", std::process::id())
+    }
+
+    /// Stops containerd (SIGTERM, SIGKILL after 5 s) and starts it again with the same
+    /// configuration and environment, as a service manager restarting it would. Shims
+    /// and their containers keep running meanwhile; containerd reconnects to them.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop_containerd();
+        let log = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .context("opening containerd.log")?;
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(&self.config)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawning containerd again")?;
+        self.child = Some(child);
+        self.wait_ready(self.start_timeout)
     }
 
     /// The last `lines` lines of containerd's log.
