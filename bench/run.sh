@@ -1,0 +1,377 @@
+#!/usr/bin/env bash
+# urunc benchmarks: what urunc adds, measured side by side in one run.
+#
+#   sudo make bench                  (or, as root:  bash bench/run.sh [--smoke])
+#
+# P1  lifecycle cost. `urunc create` + `start` + `delete --force` of a unikernel bundle
+#     (the test kernel as a unikraft guest) whose monitor is a no-op: a directory first
+#     on PATH holds a `qemu-system-x86_64` that is a copy of /bin/true, so only urunc's
+#     own work is timed (config, plan, namespaces, cgroups, monitor root, exec).
+#     Baseline: `runc create` + `start` + `delete --force` of a busybox /bin/true bundle.
+#     Both bundles come from `runc spec` (same namespaces, terminal off). Target: the
+#     urunc/runc ratio of the medians is at most 0.25.
+# P2  end-to-end cost. `ctr run --rm` through containerd's runc shim driving urunc
+#     (`--runtime io.containerd.runc.v2 --runc-binary urunc`, a private containerd) vs
+#     the identical QEMU command run bare on the host: the argv urunc generated (read
+#     from urunc's state of a capture run) with /guest/kernel and /guest/initrd replaced
+#     by the same files on the host. Same kernel, initrd, command line and accelerator.
+#     Two guests: the tiny test kernel (target: at most bare + 60 ms) and the Debian
+#     Linux guest with its busybox initrd (target: at most 1.10 x bare).
+#
+# Method: for each pair, warm-up runs of both sides, then N rounds alternating which
+# side goes first; every run is checked (exit status, expected console output) and a
+# failed run aborts the benchmark. Reported: medians in ms, difference and ratio, and
+# whether the target is met. Targets are reported, not enforced: the exit status is 0
+# when every run worked.
+#
+# Options and environment:
+#   --smoke             N=2 with one warm-up run (CI uses it to keep the script working)
+#   BENCH_N             rounds per pair (default 20)
+#   BENCH_WARMUP        warm-up runs per side (default 3)
+#   BENCH_OUT           also write the report (table and raw samples) to this file
+#   URUNC_QEMU_ACCEL    accelerator for P2 (default tcg; P1 always uses tcg)
+#   URUNC_FIXTURES      fixture cache (default /var/cache/urunc-fixtures)
+#
+# Needs root, the release binaries (built if missing), the fixtures (built if missing),
+# qemu-system-x86_64, containerd, ctr, runc, python3 and a static busybox.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=../scripts/lib/containerd.sh
+source "$ROOT/scripts/lib/containerd.sh"
+
+N=${BENCH_N:-20}
+WARMUP=${BENCH_WARMUP:-3}
+case ${1:-} in
+--smoke) N=2 WARMUP=1 ;;
+"") ;;
+-h | --help)
+	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
+	exit 0
+	;;
+*)
+	echo "usage: $0 [--smoke]" >&2
+	exit 2
+	;;
+esac
+[[ $N =~ ^[1-9][0-9]*$ && $WARMUP =~ ^[0-9]+$ ]] || {
+	echo "bench: BENCH_N must be a positive integer and BENCH_WARMUP a number" >&2
+	exit 2
+}
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+	log "ERROR: $*"
+	exit 1
+}
+((EUID == 0)) || die "run as root (containers need root here)"
+for c in qemu-system-x86_64 containerd ctr runc python3; do
+	command -v "$c" >/dev/null || die "$c not found (see .ci/run for the Debian packages)"
+done
+BUSYBOX=${BUSYBOX:-/bin/busybox}
+[[ -x $BUSYBOX ]] || die "$BUSYBOX not found (apt-get install busybox-static)"
+
+URUNC=$ROOT/target/release/urunc
+PACK=$ROOT/target/release/urunc-pack
+if [[ ! -x $URUNC || ! -x $PACK ]]; then
+	log "building the release binaries"
+	(cd "$ROOT" && cargo build --release --quiet -p urunc-cli -p urunc-pack)
+fi
+FIX=${URUNC_FIXTURES:-/var/cache/urunc-fixtures}
+TESTKERNEL=$FIX/testkernel/testkernel.elf
+VMLINUX=$FIX/linux/vmlinux
+INITRD=$FIX/linux/initrd.cpio
+[[ -s $TESTKERNEL ]] || bash "$ROOT/fixtures/build-testkernel.sh" >/dev/null
+[[ -s $VMLINUX && -s $INITRD ]] || bash "$ROOT/fixtures/build-linux-guest.sh" >/dev/null
+P2_ACCEL=${URUNC_QEMU_ACCEL:-tcg}
+[[ $P2_ACCEL == kvm || $P2_ACCEL == tcg ]] || die "URUNC_QEMU_ACCEL=$P2_ACCEL: expected kvm or tcg"
+
+# ----------------------------------------------------------------- cleanup
+W=$(mktemp -d /tmp/urunc-bench.XXXXXX)
+CG=urunc-bench-$$ # parent cgroup of every P1 container
+PC_URUNC=$URUNC
+cleanup() {
+	local rc=$? d
+	trap - EXIT INT TERM
+	set +e
+	for d in "$W/p1/urunc-root" "$W/p1/runc-root"; do
+		[[ -d $d ]] || continue
+		for id in $(ls "$d"); do
+			if [[ $d == *urunc-root ]]; then "$URUNC" --root "$d" delete --force "$id"; else runc --root "$d" delete --force "$id"; fi
+		done
+	done >/dev/null 2>&1
+	pc_stop >"$W/cleanup.log"
+	sed 's/^/[bench] cleanup: /' "$W/cleanup.log" >&2
+	for d in /sys/fs/cgroup/"$CG" /sys/fs/cgroup/*/"$CG"; do
+		[[ -d $d ]] && rmdir "$d"/*/ "$d" 2>/dev/null
+	done
+	[[ -z $(pc_mounts_under "$W") ]] && rm -rf "$W"
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ----------------------------------------------------------------- measuring
+# Each side is a shell function that runs once and returns non-zero on failure;
+# `measure PAIR SIDE FN ARGS` appends the wall time in microseconds to SAMPLES_<PAIR>_<SIDE>.
+RUN_NO=0
+measure() {
+	local pair=$1 side=$2 fn=$3 t0 t1
+	shift 3
+	RUN_NO=$((RUN_NO + 1))
+	t0=${EPOCHREALTIME//[!0-9]/}
+	if ! "$fn" "$@"; then
+		die "$pair $side: run $RUN_NO failed (see above)"
+	fi
+	t1=${EPOCHREALTIME//[!0-9]/}
+	eval "SAMPLES_${pair}_${side}+=($((t1 - t0)))"
+}
+
+# pair A-function B-function: warm-ups, then N alternating rounds.
+bench_pair() {
+	local pair=$1 fa=$2 fb=$3 i
+	for ((i = 0; i < WARMUP; i++)); do
+		"$fa" || die "$pair A: warm-up run failed"
+		"$fb" || die "$pair B: warm-up run failed"
+	done
+	eval "SAMPLES_${pair}_A=() SAMPLES_${pair}_B=()"
+	if [[ $pair == P1 ]]; then # keep only the measured rounds' steps
+		PHASES_urunc_create=() PHASES_urunc_start=() PHASES_urunc_delete=()
+		PHASES_runc_create=() PHASES_runc_start=() PHASES_runc_delete=()
+	fi
+	for ((i = 0; i < N; i++)); do
+		if ((i % 2 == 0)); then
+			measure "$pair" A "$fa"
+			measure "$pair" B "$fb"
+		else
+			measure "$pair" B "$fb"
+			measure "$pair" A "$fa"
+		fi
+	done
+}
+
+phase_ms() { # RUNTIME STEP → median of PHASES_<RUNTIME>_<STEP> in ms
+	local vals
+	eval "vals=(\"\${PHASES_${1}_${2}[@]}\")"
+	median_ms "${vals[@]}"
+}
+
+median_ms() { # microsecond samples → median in ms, 1 decimal
+	printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END {
+		m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+		printf "%.1f", m / 1000 }'
+}
+
+# ----------------------------------------------------------------- P1 bundles
+edit_spec() { # CONFIG.JSON PYTHON-STATEMENTS (c is the spec)
+	python3 - "$1" "$2" <<-'EOF'
+		import json, sys
+		path, code = sys.argv[1], sys.argv[2]
+		c = json.load(open(path))
+		exec(code)
+		json.dump(c, open(path, "w"), indent=2)
+	EOF
+}
+log "P1: preparing the urunc and runc bundles in $W/p1"
+mkdir -p "$W/p1/noop" "$W/p1/urunc/rootfs/boot" "$W/p1/runc/rootfs/bin" "$W/p1/urunc-root" "$W/p1/runc-root"
+cp /bin/true "$W/p1/noop/qemu-system-x86_64"
+cp "$TESTKERNEL" "$W/p1/urunc/rootfs/boot/testkernel.elf"
+cp "$BUSYBOX" "$W/p1/runc/rootfs/bin/busybox"
+ln -s busybox "$W/p1/runc/rootfs/bin/true"
+(cd "$W/p1/urunc" && runc spec)
+(cd "$W/p1/runc" && runc spec)
+edit_spec "$W/p1/urunc/config.json" "
+c['process']['terminal'] = False
+c['process']['args'] = ['hello']
+c['linux']['cgroupsPath'] = '/$CG/urunc'
+c['annotations'] = {
+    'com.urunc.unikernel.unikernelType': 'unikraft',
+    'com.urunc.unikernel.hypervisor': 'qemu',
+    'com.urunc.unikernel.binary': '/boot/testkernel.elf',
+}"
+edit_spec "$W/p1/runc/config.json" "
+c['process']['terminal'] = False
+c['process']['args'] = ['/bin/true']
+c['linux']['cgroupsPath'] = '/$CG/runc'"
+
+P1_ERR=$W/p1/err
+P1_ID=0
+# One lifecycle with runtime $1 (its bundle: $W/p1/$1); the time of each step is kept
+# in PHASES_<runtime>_<step> (microseconds), for the breakdown in the report.
+p1_lifecycle() {
+	local rt=$1 bin=$1 id=p1-$1-$$-$((P1_ID++)) t0 t1 t2 t3
+	local r=(--root "$W/p1/$rt-root")
+	[[ $rt == urunc ]] && bin=$URUNC
+	t0=${EPOCHREALTIME//[!0-9]/}
+	if PATH=$W/p1/noop:$PATH URUNC_QEMU_ACCEL=tcg "$bin" "${r[@]}" create --bundle "$W/p1/$rt" "$id" \
+		</dev/null >/dev/null 2>"$P1_ERR" &&
+		t1=${EPOCHREALTIME//[!0-9]/} &&
+		"$bin" "${r[@]}" start "$id" 2>>"$P1_ERR" &&
+		t2=${EPOCHREALTIME//[!0-9]/} &&
+		"$bin" "${r[@]}" delete --force "$id" 2>>"$P1_ERR"; then
+		t3=${EPOCHREALTIME//[!0-9]/}
+		eval "PHASES_${rt}_create+=($((t1 - t0))) PHASES_${rt}_start+=($((t2 - t1))) PHASES_${rt}_delete+=($((t3 - t2)))"
+		return 0
+	fi
+	cat "$P1_ERR" >&2
+	return 1
+}
+p1_urunc() { p1_lifecycle urunc; }
+p1_runc() { p1_lifecycle runc; }
+
+log "P1: $WARMUP warm-up + $N rounds of create+start+delete (urunc no-op monitor vs runc /bin/true)"
+bench_pair P1 p1_urunc p1_runc
+[[ -z $(ls "$W/p1/urunc-root") && -z $(ls "$W/p1/runc-root") ]] || die "P1: containers were left behind"
+
+# ----------------------------------------------------------------- P2 setup
+log "P2: packing the guests and starting a private containerd (accel $P2_ACCEL)"
+mkdir -p "$W/p2"
+"$PACK" --kernel "$TESTKERNEL" --type unikraft --cmdline "hello" \
+	--name urunc.local/bench/testkernel:latest --output "$W/p2/testkernel.tar" >/dev/null
+"$PACK" --kernel "$VMLINUX" --initrd "$INITRD" --type linux --cmd /bin/report --cmd hello \
+	--name urunc.local/bench/linux:latest --output "$W/p2/linux.tar" >/dev/null
+export URUNC_QEMU_ACCEL=$P2_ACCEL
+pc_start "$W/containerd" urunc-bench || die "containerd did not start"
+for t in testkernel linux; do pc_ctr images import "$W/p2/$t.tar" >/dev/null; done
+
+# A capture run through a wrapper around urunc that keeps a copy of urunc's state after
+# `create`: its plan holds the exact monitor argv.
+cat >"$W/p2/urunc-capture" <<EOF
+#!/bin/sh
+"$URUNC" "\$@"
+rc=\$?
+root=; prev=; last=; cmd=
+for a in "\$@"; do
+	[ "\$prev" = --root ] && root=\$a
+	[ "\$a" = create ] && cmd=create
+	prev=\$a; last=\$a
+done
+if [ "\$cmd" = create ] && [ \$rc = 0 ]; then
+	cp "\$root/\$last/urunc-state.json" "$W/p2/captured-\$last.json"
+fi
+exit \$rc
+EOF
+chmod +x "$W/p2/urunc-capture"
+
+# bare_argv IMAGE-ID-PREFIX KERNEL [INITRD]: the captured argv, host paths for the guest files.
+capture_argv() {
+	local name=$1 image=$2 kernel=$3 initrd=${4:-} id=p2-capture-$1-$$
+	PC_URUNC=$W/p2/urunc-capture pc_run "$image" "$id" >"$W/p2/capture-$name.out" 2>&1 ||
+		die "P2 capture run of $image failed: $(tail -n 5 "$W/p2/capture-$name.out")"
+	[[ -s $W/p2/captured-$id.json ]] || die "P2: urunc state of the capture run not found (urunc-state.json)"
+	python3 - "$W/p2/captured-$id.json" "$kernel" "$initrd" >"$W/p2/argv-$name" <<-'EOF'
+		import json, sys
+		state, kernel, initrd = sys.argv[1], sys.argv[2], sys.argv[3]
+		plan = json.load(open(state))["plan"]
+		host = {"com.urunc.unikernel.binary": kernel, "com.urunc.unikernel.initrd": initrd}
+		subst = {f["target"]: host[f["key"]] for f in plan["files"]}
+		argv = [subst.get(a, a) for a in plan["argv"]]
+		sys.stdout.write("\0".join(argv) + "\0")
+	EOF
+}
+
+P2_ID=0
+p2_ctr() { # IMAGE MARKER
+	local id=p2-$$-$((P2_ID++))
+	pc_run "$1" "$id" >"$W/p2/out" 2>&1 && grep -q "$2" "$W/p2/out" && return 0
+	echo "ctr run $1 $id:" >&2
+	tail -n 20 "$W/p2/out" >&2
+	return 1
+}
+p2_bare() { # MARKER ARGV...
+	local marker=$1
+	shift
+	"$@" </dev/null >"$W/p2/out" 2>&1 && grep -q "$marker" "$W/p2/out" && return 0
+	echo "bare $*:" >&2
+	tail -n 20 "$W/p2/out" >&2
+	return 1
+}
+
+capture_argv tk urunc.local/bench/testkernel:latest "$TESTKERNEL"
+mapfile -d '' ARGV_TK <"$W/p2/argv-tk"
+capture_argv lx urunc.local/bench/linux:latest "$VMLINUX" "$INITRD"
+mapfile -d '' ARGV_LX <"$W/p2/argv-lx"
+log "P2: bare test kernel: ${ARGV_TK[*]}"
+log "P2: bare Linux guest: ${ARGV_LX[*]}"
+
+# The floor of the containerd path: ctr run --rm of an ordinary runc container running
+# busybox /bin/true (the P1 runc rootfs), vs the same /bin/true run bare.
+p2_floor_ctr() {
+	local id=p2-floor-$$-$((P2_ID++))
+	pc_ctr run --rm --fifo-dir "$PC_DIR/fifo" --runtime io.containerd.runc.v2 \
+		--rootfs "$W/p1/runc/rootfs" "$id" /bin/true </dev/null >"$W/p2/out" 2>&1 && return 0
+	tail -n 20 "$W/p2/out" >&2
+	return 1
+}
+p2_floor_bare() { "$W/p1/runc/rootfs/bin/true" </dev/null >/dev/null 2>&1; }
+
+p2_tk_ctr() { p2_ctr urunc.local/bench/testkernel:latest URUNC-TESTKERNEL-DONE; }
+p2_tk_bare() { p2_bare URUNC-TESTKERNEL-DONE "${ARGV_TK[@]}"; }
+p2_lx_ctr() { p2_ctr urunc.local/bench/linux:latest URUNC-LINUX-GUEST-DONE; }
+p2_lx_bare() { p2_bare URUNC-LINUX-GUEST-DONE "${ARGV_LX[@]}"; }
+
+log "P2: $WARMUP warm-up + $N rounds, containerd floor (ctr run --rm runc /bin/true vs bare /bin/true)"
+bench_pair P2FL p2_floor_ctr p2_floor_bare
+log "P2: $WARMUP warm-up + $N rounds, test kernel (ctr run --rm vs bare QEMU)"
+bench_pair P2TK p2_tk_ctr p2_tk_bare
+log "P2: $WARMUP warm-up + $N rounds, Linux guest (ctr run --rm vs bare QEMU)"
+bench_pair P2LX p2_lx_ctr p2_lx_bare
+
+# ----------------------------------------------------------------- report
+row() { # PAIR LABEL-A LABEL-B TARGET-KIND TARGET-VALUE
+	local pair=$1 a b diff ratio verdict target sa sb
+	eval "sa=(\"\${SAMPLES_${pair}_A[@]}\") sb=(\"\${SAMPLES_${pair}_B[@]}\")"
+	a=$(median_ms "${sa[@]}")
+	b=$(median_ms "${sb[@]}")
+	diff=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%+.1f", a - b }')
+	ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+	case $4 in
+	ratio)
+		target="A/B <= $5"
+		verdict=$(awk -v r="$ratio" -v t="$5" 'BEGIN { print (r <= t) ? "met" : "MISSED" }')
+		;;
+	plus)
+		target="A <= B + $5 ms"
+		verdict=$(awk -v d="$diff" -v t="$5" 'BEGIN { print (d <= t) ? "met" : "MISSED" }')
+		;;
+	none) target="-" verdict="(reference)" ;;
+	esac
+	printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "$2 vs $3" "$a" "$b" "$diff" "$ratio" "$target" "$verdict"
+}
+
+report() {
+	echo "urunc benchmarks, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -r), $(nproc) CPUs"
+	echo "N=$N rounds (alternating order) after $WARMUP warm-up runs per side; medians in ms"
+	echo "P1 monitor: no-op (a copy of /bin/true as qemu-system-x86_64); P2 accelerator: $P2_ACCEL"
+	echo
+	printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "A vs B" "A (ms)" "B (ms)" "A-B" "A/B" "target" ""
+	row P1 "P1 urunc, no-op VMM" "runc /bin/true" ratio 0.25
+	row P2FL "P2 floor: ctr run runc /bin/true" "bare" none
+	row P2TK "P2 ctr run test kernel" "bare QEMU" plus 60
+	row P2LX "P2 ctr run Linux guest" "bare QEMU" ratio 1.10
+	echo
+	echo "P1: create+start+delete --force, each runtime with its own --root; P2: ctr run --rm"
+	echo "through containerd's runc shim (urunc as --runc-binary) vs the same QEMU argv bare."
+	local rt
+	for rt in urunc runc; do
+		printf 'P1 %-5s step medians: create %s, start %s, delete %s ms\n' "$rt" \
+			"$(phase_ms "$rt" create)" "$(phase_ms "$rt" start)" "$(phase_ms "$rt" delete)"
+	done
+	echo
+	echo "raw samples (ms):"
+	local pair side vals
+	for pair in P1 P2FL P2TK P2LX; do
+		for side in A B; do
+			eval "vals=(\"\${SAMPLES_${pair}_${side}[@]}\")"
+			printf '  %-5s %s: %s\n' "$pair" "$side" "$(printf '%s\n' "${vals[@]}" | awk '{ printf "%.1f ", $1 / 1000 }')"
+		done
+	done
+}
+
+report_text=$(report)
+echo "$report_text"
+if [[ -n ${BENCH_OUT:-} ]]; then
+	printf '%s\n' "$report_text" >"$BENCH_OUT"
+	log "report written to $BENCH_OUT"
+fi
