@@ -7,14 +7,22 @@
 
 PREFIX ?= /usr/local
 CARGO ?= cargo
-BINARIES := urunc urunc-pack
+BINARIES := urunc urunc-pack urunit
+# urunit, the init urunc puts into Linux guests, must be a static executable.
+HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
+URUNIT := target/urunit/$(HOST_TARGET)/release/urunit
 
-.PHONY: all build install uninstall fixtures test lint demo bench clean
+.PHONY: all build urunit install uninstall fixtures test lint demo bench clean
 
 all: build
 
-build:
+build: urunit
 	$(CARGO) build --release -p urunc-cli -p urunc-pack
+
+urunit:
+	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release -p urunit \
+		--target $(HOST_TARGET) --target-dir target/urunit
+	install -D -m 0755 $(URUNIT) target/release/urunit
 
 install: build
 	install -d $(DESTDIR)$(PREFIX)/bin
@@ -28,8 +36,8 @@ fixtures:
 	bash fixtures/build-testkernel.sh
 	bash fixtures/build-linux-guest.sh
 
-test: fixtures
-	$(CARGO) test --workspace
+test: fixtures urunit
+	URUNC_URUNIT=$(CURDIR)/$(URUNIT) $(CARGO) test --workspace
 
 lint:
 	$(CARGO) fmt --all --check

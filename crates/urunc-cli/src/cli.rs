@@ -140,8 +140,19 @@ mod tests {
     #[test]
     fn parses_what_containerd_sends() {
         let cli = Cli::try_parse_from([
-            "urunc", "--root", "/run/containerd/runc/default", "--log", "/b/log.json",
-            "--log-format", "json", "create", "--bundle", "/b", "--pid-file", "/b/init.pid", "c1",
+            "urunc",
+            "--root",
+            "/run/containerd/runc/default",
+            "--log",
+            "/b/log.json",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/b/init.pid",
+            "c1",
         ])
         .unwrap();
         assert_eq!(cli.log_format, Format::Json);
@@ -154,7 +165,8 @@ mod tests {
         }
         let cli = Cli::try_parse_from(["urunc", "kill", "--all", "c1", "9"]).unwrap();
         assert!(matches!(cli.command, Command::Kill { all: true, .. }));
-        let cli = Cli::try_parse_from(["urunc", "--systemd-cgroup", "delete", "--force", "c1"]).unwrap();
+        let cli =
+            Cli::try_parse_from(["urunc", "--systemd-cgroup", "delete", "--force", "c1"]).unwrap();
         assert!(cli.systemd_cgroup);
         let cli = Cli::try_parse_from(["urunc", "exec", "--tty", "c1", "sh"]).unwrap();
         assert!(matches!(cli.command, Command::Other(_)));

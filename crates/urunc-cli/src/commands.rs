@@ -162,6 +162,8 @@ fn run(rt: &Runtime, a: &CreateArgs, detach: bool, keep: bool, log: &Logger) -> 
             Err(e) => return Err(e).context("wait for the container process"),
         }
     };
+    // A guest init reports the application's own status; the monitor's is the VM's.
+    let code = rt.guest_exit_status(&a.id).unwrap_or(code);
     if !keep {
         if let Err(e) = rt.delete(&a.id, true) {
             log.warn(&format!("delete after run: {e}"));

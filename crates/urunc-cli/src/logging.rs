@@ -40,12 +40,18 @@ impl Logger {
     fn write(&self, level: &str, msg: &str) {
         let time = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, false);
         let line = match self.format {
-            Format::Json => serde_json::json!({"level": level, "msg": msg, "time": time}).to_string(),
+            Format::Json => {
+                serde_json::json!({"level": level, "msg": msg, "time": time}).to_string()
+            }
             Format::Text => format!("time=\"{time}\" level={level} msg={msg:?}"),
         };
         match &self.path {
             Some(p) => {
-                if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(p) {
+                if let Ok(mut f) = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                {
                     let _ = writeln!(f, "{line}");
                 }
             }

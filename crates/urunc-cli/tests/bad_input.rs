@@ -298,8 +298,11 @@ const CASES: &[Case] = &[
             // Files that are never booted: the check comes first.
             c.bundle.write_file("/boot/vmlinux", b"not a kernel", 0o644);
             c.bundle.write_file("/boot/initrd", b"not an initrd", 0o644);
+            // Without urunit the environment travels on the kernel command line, where
+            // this name would be a boot parameter (urunit passes it in a file instead).
             c.bundle
                 .unikernel("linux", "/boot/vmlinux", Some("/boot/initrd"))
+                .annotation("com.urunc.urunit", "false")
                 .args(&["/bin/report"])
                 .env(&["PATH=/bin", "rdinit=/evil"]);
             c.create()

@@ -6,6 +6,8 @@
 //!   keys (annotations, `urunc.json`); [`rootfs_path`] resolves image paths safely.
 //! - [`guest`] (one file per guest type) builds kernel command lines; [`monitor`] (one
 //!   file per monitor) builds monitor command lines; [`plan`] joins them for a bundle.
+//! - [`network`] hands the container's network to the guest (tap, redirect, modes);
+//!   [`guest_init`] packages the guest init for Linux guests (the `urunit` crate).
 //! - [`container`] is the lifecycle (create/start/kill/delete) and its state;
 //!   [`sys`] wraps the Linux facilities it uses.
 
@@ -13,7 +15,9 @@ pub mod bundle;
 pub mod container;
 pub mod error;
 pub mod guest;
+pub mod guest_init;
 pub mod monitor;
+pub mod network;
 pub mod plan;
 pub mod rootfs_path;
 pub mod sys;

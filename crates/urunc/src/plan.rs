@@ -1,8 +1,16 @@
 //! From a bundle and its unikernel configuration to a [`Plan`]: which monitor binary
-//! to exec with which argv, which image files it needs and which devices. Everything
-//! that can be checked before a process exists is checked here, so `create` fails
-//! early with one clear message and `start` has nothing left to decide.
+//! to exec, what to boot, which image files and devices it needs, how the guest is
+//! initialised (directly, or by urunc's guest init) and what to do about the network.
+//! Everything that can be checked before a process exists is checked here, so `create`
+//! fails early with one clear message.
+//!
+//! The plan is pure data. Only the network is left open: the container's network
+//! namespace may be configured after `create` (as `ctr run --cni` does), so the
+//! container process discovers it at `start` and then renders the final argv with
+//! [`Plan::render`] — the same pure guest and monitor functions, given the network.
 
+use std::io::Read;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -10,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::bundle::Bundle;
 use crate::error::{Error, Result};
 use crate::guest::{self, GuestSetup};
+use crate::guest_init::{self, UrunitPlan};
 use crate::monitor::{self, Accel, VmConfig};
+use crate::network::{self, NetConfig, NetMode, NetPlan, Netns};
 use crate::rootfs_path;
 use crate::unikernel::{UnikernelConfig, KEY_BINARY, KEY_INITRD};
 
@@ -29,19 +39,68 @@ pub struct GuestFile {
     pub target: PathBuf,
 }
 
+/// A file urunc makes in the container's state directory for the monitor (the initrd
+/// with urunit, the exit-status file).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFile {
+    /// The name in the state directory.
+    pub name: String,
+    /// Where the monitor sees it.
+    pub target: PathBuf,
+    pub writable: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
     pub guest: String,
     pub monitor: String,
     pub accel: Accel,
+    /// The monitor's argv as `create` rendered it, without network (for inspection;
+    /// `start` renders the one it executes with [`Plan::render`]).
     pub argv: Vec<String>,
+    /// The VM; its `cmdline` is filled in by [`Plan::render`].
+    pub vm: VmConfig,
+    /// What the guest's command line is built from.
+    pub setup: GuestSetup,
+    pub network: NetPlan,
+    /// Set when the guest boots urunc's guest init.
+    pub urunit: Option<UrunitPlan>,
     pub files: Vec<GuestFile>,
+    pub state_files: Vec<StateFile>,
     pub devices: Vec<String>,
 }
 
 impl Plan {
     pub fn binary(&self) -> &Path {
-        Path::new(&self.argv[0])
+        &self.vm.binary
+    }
+
+    /// The monitor's argv for a guest with network `net` (none: no NIC). Pure.
+    pub fn render(&self, net: Option<&NetConfig>) -> Result<Vec<String>> {
+        let guest = guest::by_name(&self.guest)
+            .ok_or_else(|| Error::Config(format!("unknown unikernelType {:?}", self.guest)))?;
+        let monitor = monitor::by_name(&self.monitor)
+            .ok_or_else(|| Error::Config(format!("unknown hypervisor {:?}", self.monitor)))?;
+        // With urunit the network travels in its configuration, not on the command line.
+        let guest_net = if self.urunit.is_some() { None } else { net };
+        let cmdline = guest
+            .cmdline_net(&self.setup, guest_net)
+            .map_err(|msg| Error::Guest {
+                guest: guest.name().into(),
+                msg,
+            })?;
+        let vm = VmConfig {
+            cmdline,
+            ..self.vm.clone()
+        };
+        Ok(monitor.argv(&vm, net))
+    }
+
+    /// urunit's configuration for a guest with network `net`, when it boots urunit.
+    pub fn urunit_config(&self, net: Option<&NetConfig>) -> Option<urunit::config::Config> {
+        self.urunit
+            .as_ref()
+            .map(|u| guest_init::guest_config(&u.config, net))
     }
 }
 
@@ -80,14 +139,51 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
         ))
     })?;
 
+    let annotations = bundle.annotations();
+    let wants_urunit = guest_init::requested(annotations.get(guest_init::ANNOTATION))?;
+    let urunit_binary = match (guest.supports_guest_init(), wants_urunit, &cfg.initrd) {
+        (_, Some(false), _) => None,
+        (false, Some(true), _) => {
+            return Err(Error::Config(format!(
+                "{}=true: guest type {:?} cannot boot urunc's guest init",
+                guest_init::ANNOTATION,
+                guest.name()
+            )))
+        }
+        (true, Some(true), None) => {
+            return Err(Error::Config(format!(
+                "{}=true needs an initrd ({KEY_INITRD}) to add the guest init to",
+                guest_init::ANNOTATION
+            )))
+        }
+        (true, want, Some(_)) => guest_init::locate(want == Some(true))?,
+        _ => None,
+    };
+
     let mut files = vec![guest_file(
         &bundle.rootfs,
         KEY_BINARY,
         &cfg.binary,
         "kernel",
     )?];
+    let mut state_files = Vec::new();
     if let Some(initrd) = &cfg.initrd {
-        files.push(guest_file(&bundle.rootfs, KEY_INITRD, initrd, "initrd")?);
+        let file = guest_file(&bundle.rootfs, KEY_INITRD, initrd, "initrd")?;
+        if urunit_binary.is_some() {
+            // The monitor gets urunc's copy with urunit appended (see crate::guest_init).
+            state_files.push(StateFile {
+                name: guest_init::INITRD_FILE.into(),
+                target: file.target,
+                writable: false,
+            });
+            state_files.push(StateFile {
+                name: guest_init::EXIT_STATUS_FILE.into(),
+                target: guest_init::STATUS_TARGET.into(),
+                writable: true,
+            });
+        } else {
+            files.push(file);
+        }
     }
 
     let mut args = bundle.args();
@@ -96,16 +192,66 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
             args = cmdline.split_whitespace().map(String::from).collect();
         }
     }
-    let setup = GuestSetup {
-        args,
-        env: bundle.env(),
-        initrd: cfg.initrd.is_some(),
-        version: cfg.version.clone(),
+    let process = bundle.spec.process().as_ref();
+    let user = process.map(|p| p.user().clone()).unwrap_or_default();
+    let env = bundle.env();
+    let (setup, init_plan) = match (urunit_binary, &cfg.initrd) {
+        (Some(binary), Some(image_initrd)) => {
+            let config = urunit::config::Config {
+                args,
+                debug: env
+                    .iter()
+                    .any(|e| e == &format!("{}=1", guest_init::DEBUG_ENV)),
+                env,
+                cwd: process
+                    .map(|p| p.cwd().display().to_string())
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or_else(|| "/".into()),
+                uid: user.uid(),
+                gid: user.gid(),
+                additional_gids: user.additional_gids().clone().unwrap_or_default(),
+                hostname: bundle.spec.hostname().clone().filter(|h| !h.is_empty()),
+                net: None,
+                status_port: Some(guest_init::STATUS_PORT.into()),
+            };
+            let setup = GuestSetup {
+                args: vec![urunit::BINARY_PATH.into()],
+                env: vec![],
+                initrd: true,
+                version: cfg.version.clone(),
+            };
+            let plan = UrunitPlan {
+                binary,
+                image_initrd: image_initrd.clone(),
+                config,
+            };
+            (setup, Some(plan))
+        }
+        _ => (
+            GuestSetup {
+                args,
+                env,
+                initrd: cfg.initrd.is_some(),
+                version: cfg.version.clone(),
+            },
+            None,
+        ),
     };
-    let cmdline = guest.cmdline(&setup).map_err(|msg| Error::Guest {
-        guest: guest.name().into(),
-        msg,
-    })?;
+
+    let mode = network::requested_mode(
+        &annotations,
+        std::env::var(network::MODE_ENV).ok().as_deref(),
+    )
+    .map_err(Error::Config)?;
+    let network = network::plan(
+        id,
+        netns_of(bundle),
+        mode,
+        dns_of(bundle),
+        user.uid(),
+        user.gid(),
+    )
+    .map_err(|e| Error::Other(format!("network: {e}")))?;
 
     let vm = VmConfig {
         name: format!("urunc-{id}"),
@@ -116,10 +262,14 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
             .unwrap_or(DEFAULT_MEMORY_MIB),
         vcpus: bundle.cpu_limit().unwrap_or(1),
         kernel: files[0].target.clone(),
-        initrd: files.get(1).map(|f| f.target.clone()),
-        cmdline,
+        initrd: cfg
+            .initrd
+            .as_ref()
+            .map(|_| Path::new(GUEST_DIR).join("initrd")),
+        cmdline: String::new(),
         accel,
         seccomp: bundle.has_seccomp(),
+        status_file: init_plan.as_ref().map(|_| guest_init::STATUS_TARGET.into()),
     };
     let mut devices: Vec<String> = monitor::BASE_DEVICES
         .iter()
@@ -141,14 +291,77 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
         }
         devices.push(dev.to_string());
     }
-    Ok(Plan {
+    if network.mode != NetMode::None {
+        if Path::new(network::TUN_DEVICE).exists() {
+            devices.push(network::TUN_DEVICE.into());
+        } else if network.mode != NetMode::Auto {
+            return Err(Error::Other(format!(
+                "network: {} is not available on this host",
+                network::TUN_DEVICE
+            )));
+        }
+    }
+    let mut plan = Plan {
         guest: guest.name().into(),
         monitor: monitor.name().into(),
         accel,
-        argv: monitor.argv(&vm),
+        argv: vec![],
+        vm,
+        setup,
+        network,
+        urunit: init_plan,
         files,
+        state_files,
         devices,
-    })
+    };
+    // Checks the command line now, so a bad one fails `create`.
+    plan.argv = plan.render(None)?;
+    Ok(plan)
+}
+
+/// The container's network namespace from the spec.
+fn netns_of(bundle: &Bundle) -> Netns {
+    let ns = bundle
+        .spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    match ns
+        .iter()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network)
+    {
+        None => Netns::Host,
+        Some(n) => match n.path() {
+            Some(p) => Netns::Joined(p.clone()),
+            None => Netns::New,
+        },
+    }
+}
+
+/// Name servers for the guest: from the `/etc/resolv.conf` the engine mounts into the
+/// container (Docker, CRI), else the image's own.
+fn dns_of(bundle: &Bundle) -> Vec<Ipv4Addr> {
+    const MAX: u64 = 64 << 10;
+    let mounted = bundle
+        .spec
+        .mounts()
+        .as_ref()
+        .and_then(|m| {
+            m.iter()
+                .rev()
+                .find(|m| m.destination() == Path::new("/etc/resolv.conf"))
+        })
+        .and_then(|m| m.source().clone());
+    let file = match mounted {
+        Some(src) => std::fs::File::open(src).ok(),
+        None => rootfs_path::open_in_root(&bundle.rootfs, "/etc/resolv.conf", "resolv.conf").ok(),
+    };
+    let mut text = String::new();
+    if let Some(f) = file {
+        let _ = f.take(MAX).read_to_string(&mut text);
+    }
+    network::parse_resolv_conf(&text)
 }
 
 fn guest_file(rootfs: &Path, key: &str, image_path: &str, name: &str) -> Result<GuestFile> {

@@ -20,6 +20,7 @@ use super::state::{now_rfc3339, write_atomic, State, StateDir, Status};
 use super::{sync, Runtime};
 use crate::bundle::Bundle;
 use crate::error::{Context, Error, Result};
+use crate::guest_init;
 use crate::plan::{self, Plan};
 use crate::sys::{capabilities, cgroups, console, namespaces::Namespaces, process};
 use crate::unikernel::UnikernelConfig;
@@ -113,6 +114,15 @@ impl Runtime {
         mkfifo(&dir.fifo(), Mode::from_bits_truncate(0o622))
             .ctx(|| "create the exec FIFO".into())?;
         std::fs::create_dir(dir.vm_root()).ctx(|| "create the monitor root".into())?;
+        if let Some(init) = &plan.urunit {
+            let user = bundle
+                .spec
+                .process()
+                .as_ref()
+                .map(|p| p.user().clone())
+                .unwrap_or_default();
+            guest_init::prepare(&dir.path, &bundle.rootfs, init, user.uid(), user.gid())?;
+        }
 
         let linux = bundle.spec.linux().as_ref();
         let cg_path = cgroups::container_path(
@@ -181,11 +191,6 @@ impl Runtime {
     ) -> Result<ChildSetup> {
         let cstr =
             |s: &str| CString::new(s).map_err(|_| Error::Other(format!("{s:?} contains NUL")));
-        let argv = plan
-            .argv
-            .iter()
-            .map(|a| cstr(a))
-            .collect::<Result<Vec<_>>>()?;
         let env = [
             "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME=/tmp",
@@ -217,8 +222,13 @@ impl Runtime {
             devices: plan.devices.clone(),
             rootfs: bundle.rootfs.clone(),
             files: plan.files.clone(),
+            host_files: plan
+                .state_files
+                .iter()
+                .map(|f| (dir.path.join(&f.name), f.target.clone(), f.writable))
+                .collect(),
             binary: plan.binary().to_path_buf(),
-            argv,
+            plan: plan.clone(),
             env,
             state_dir,
             uid: user.uid(),

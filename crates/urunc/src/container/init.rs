@@ -1,6 +1,8 @@
 //! The container process, from `clone` to `exec` of the monitor. It runs in the new
 //! namespaces, builds the monitor's root, waits for `urunc start` on the exec FIFO,
-//! and then *becomes* the monitor, so the container's pid is the VMM's.
+//! sets up the guest's network (known only now: CNI may configure the namespace after
+//! `create`), renders the monitor's argv and then *becomes* the monitor, so the
+//! container's pid is the VMM's.
 
 use std::ffi::CString;
 use std::fs::File;
@@ -19,7 +21,9 @@ use super::hooks::{self, Kind};
 use super::sync;
 use super::vmroot::{self, VmRootSpec};
 use crate::error::{Context, Error, Result};
-use crate::plan::GuestFile;
+use crate::guest_init;
+use crate::network::{self, NetConfig};
+use crate::plan::{GuestFile, Plan};
 use crate::sys::capabilities::{self, CapSets};
 
 pub struct ChildSetup {
@@ -34,8 +38,10 @@ pub struct ChildSetup {
     pub devices: Vec<String>,
     pub rootfs: PathBuf,
     pub files: Vec<GuestFile>,
+    pub host_files: Vec<(PathBuf, PathBuf, bool)>,
     pub binary: PathBuf,
-    pub argv: Vec<CString>,
+    /// Rendered into the monitor's argv at start, with the network.
+    pub plan: Plan,
     pub env: Vec<CString>,
     pub state_dir: OwnedFd,
     pub uid: u32,
@@ -94,6 +100,7 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
         devices: &c.devices,
         rootfs: &c.rootfs,
         files: &c.files,
+        host_files: &c.host_files,
         binary: &c.binary,
         new_pid_ns: c.new_pid,
     })?;
@@ -119,6 +126,17 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
     )
     .ctx(|| "open the exec FIFO".into())?;
     let mut fifo = File::from(fifo);
+    // Failing here, before the byte, makes `urunc start` fail too, with this message.
+    let argv = prepare_guest(c).inspect_err(|e| {
+        if let Ok(fd) = openat(
+            &c.state_dir,
+            super::state::START_ERROR,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        ) {
+            let _ = File::from(fd).write_all(e.to_string().as_bytes());
+        }
+    })?;
     fifo.write_all(b"0").ctx(|| "signal start".into())?;
 
     hooks::run(&c.spec, Kind::StartContainer, created.as_bytes())?;
@@ -126,8 +144,46 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
     close_other_fds(3 + c.preserve_fds);
     let path = CString::new(c.binary.as_os_str().as_encoded_bytes())
         .map_err(|_| Error::Other("monitor path contains NUL".into()))?;
-    execve(&path, &c.argv, &c.env).ctx(|| format!("exec {:?}", c.binary))?;
+    execve(&path, &argv, &c.env).ctx(|| format!("exec {:?}", c.binary))?;
     unreachable!("execve returned without an error")
+}
+
+/// In the container's network namespace, at start: sets up the network, completes the
+/// guest init's configuration and renders the monitor's argv.
+fn prepare_guest(c: &ChildSetup) -> Result<Vec<CString>> {
+    let net = network::setup(&c.plan.network).map_err(|e| Error::Other(format!("network: {e}")))?;
+    let rendered = render(c, net.as_ref());
+    if rendered.is_err() {
+        if let Some(n) = &net {
+            let _ = network::teardown(&n.tap, n.mode == network::NetMode::Static);
+        }
+    }
+    rendered
+}
+
+fn render(c: &ChildSetup, net: Option<&NetConfig>) -> Result<Vec<CString>> {
+    if let Some(cfg) = c.plan.urunit_config(net) {
+        guest_init::append_config(&c.state_dir, &cfg)?;
+    }
+    if let Some(n) = net {
+        // What the guest got, for people and tools looking at the state directory.
+        let json = serde_json::to_vec_pretty(n).expect("the network serialises");
+        let fd = openat(
+            &c.state_dir,
+            network::STATE_FILE,
+            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .ctx(|| format!("create {}", network::STATE_FILE))?;
+        File::from(fd)
+            .write_all(&json)
+            .ctx(|| format!("write {}", network::STATE_FILE))?;
+    }
+    c.plan
+        .render(net)?
+        .iter()
+        .map(|a| CString::new(a.as_str()).map_err(|_| Error::Other(format!("{a:?} contains NUL"))))
+        .collect()
 }
 
 fn set_pdeathsig(sig: libc::c_int) -> Result<()> {

@@ -72,8 +72,11 @@ impl Runtime {
                 if started {
                     break;
                 }
+                let why = std::fs::read_to_string(dir.path.join(state::START_ERROR))
+                    .map(|m| format!(": {}", m.trim()))
+                    .unwrap_or_default();
                 return Err(Error::Other(format!(
-                    "container {id:?} process exited before it could start"
+                    "container {id:?} process exited before it could start{why}"
                 )));
             }
         }
@@ -138,6 +141,13 @@ impl Runtime {
         }
         for p in cgroups::pids(&st.cgroup_dirs) {
             let _ = process::signal(p, Signal::SIGKILL);
+        }
+        // The tap and redirects, in a namespace the container joined by path (its own
+        // namespace, if it had one, is gone with the monitor).
+        if let Some(plan) = &st.plan {
+            if let Err(e) = crate::network::teardown_plan(&plan.network) {
+                eprintln!("urunc: warning: network cleanup: {e}");
+            }
         }
         cgroups::remove(&st.cgroup_dirs);
         if st.created_ok {

@@ -36,4 +36,12 @@ impl Runtime {
     pub fn owns(&self, id: &str) -> bool {
         state::StateDir::new(&self.root, id).is_ok_and(|d| d.is_ours())
     }
+
+    /// The exit status of the guest's application, when its guest init reported one
+    /// (`<root>/<id>/exit-status`, see `crate::guest_init`). The monitor's own exit
+    /// status says only how the VM ended.
+    pub fn guest_exit_status(&self, id: &str) -> Option<i32> {
+        let dir = state::StateDir::new(&self.root, id).ok()?;
+        crate::guest_init::read_exit_status(&dir.path)
+    }
 }

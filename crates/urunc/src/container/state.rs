@@ -16,6 +16,8 @@ use crate::sys::process;
 pub const STATE_FILE: &str = "urunc-state.json";
 pub const EXEC_FIFO: &str = "exec.fifo";
 pub const VM_ROOT: &str = "vmroot";
+/// Why the container process could not start the monitor (written by it for `start`).
+pub const START_ERROR: &str = "start-error";
 pub const OCI_VERSION: &str = "1.0.2";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

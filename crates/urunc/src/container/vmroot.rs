@@ -6,7 +6,9 @@
 //! /etc/ld.so.cache      read-only bind, so the dynamic loader is as fast as on the host
 //! /dev                  tmpfs with only the device nodes the monitor needs
 //! /proc /sys /tmp       the container's proc, read-only sysfs, a private tmpfs
-//! /guest/<name>         read-only binds of the exact image files (kernel, initrd)
+//! /guest/<name>         read-only binds of the exact image files (kernel, initrd), and
+//!                       of files urunc made in the state directory (the initrd with the
+//!                       guest init, the writable exit-status file)
 //! ```
 //!
 //! The image files are bound from already-open descriptors (`/proc/self/fd/N`), so the
@@ -33,6 +35,8 @@ pub struct VmRootSpec<'a> {
     /// The container rootfs, where `files` are resolved (confined) and opened.
     pub rootfs: &'a Path,
     pub files: &'a [GuestFile],
+    /// Host files (from the state directory): (source, target, writable).
+    pub host_files: &'a [(PathBuf, PathBuf, bool)],
     /// The monitor binary; bound at the same path when not under a host dir above.
     pub binary: &'a Path,
     pub new_pid_ns: bool,
@@ -67,6 +71,47 @@ fn tmpfs(dst: &Path, opts: &str) -> Result<()> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
     mount(Some("tmpfs"), dst, Some("tmpfs"), flags, Some(opts))
         .ctx(|| format!("mount tmpfs on {dst:?}"))
+}
+
+/// `/dev/net/tun` for a monitor that attaches to its tap as the container's user: a
+/// node of its own with mode 0666 (what udev gives it; hosts without udev leave the
+/// original 0600), in a tmpfs of its own at `/dev/net` that allows device nodes and is
+/// made read-only once the node exists. Opening it grants nothing by itself: attaching
+/// needs the tap's owner, creating interfaces CAP_NET_ADMIN.
+fn tun_node(dev: &Path, host: &Path) -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let rdev = std::fs::metadata(host)
+        .ctx(|| format!("stat {host:?}"))?
+        .rdev();
+    let dir = dev.join("net");
+    std::fs::create_dir_all(&dir).ctx(|| format!("mkdir {dir:?}"))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
+    mount(
+        Some("tmpfs"),
+        &dir,
+        Some("tmpfs"),
+        flags,
+        Some("mode=0755,size=4k"),
+    )
+    .ctx(|| format!("mount tmpfs on {dir:?}"))?;
+    let node = dir.join("tun");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        rdev,
+    )
+    .ctx(|| format!("mknod {node:?}"))?;
+    std::fs::set_permissions(&node, std::fs::Permissions::from_mode(0o666))
+        .ctx(|| format!("chmod {node:?}"))?;
+    mount(
+        None::<&str>,
+        &dir,
+        None::<&str>,
+        flags | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    )
+    .ctx(|| format!("make {dir:?} read-only"))
 }
 
 /// Builds the root (without entering it; see [`enter`]). Runs in the container's
@@ -121,6 +166,10 @@ pub fn build(s: &VmRootSpec) -> Result<()> {
         if !host.exists() {
             continue;
         }
+        if d == crate::network::TUN_DEVICE {
+            tun_node(&dev, host)?;
+            continue;
+        }
         let target = root.join(d.trim_start_matches('/'));
         touch(&target)?;
         bind(host, &target, false)?;
@@ -141,6 +190,11 @@ pub fn build(s: &VmRootSpec) -> Result<()> {
         touch(&dst)?;
         let src = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
         bind(&src, &dst, true)?;
+    }
+    for (src, target, writable) in s.host_files {
+        let dst = root.join(target.strip_prefix("/").unwrap_or(target));
+        touch(&dst)?;
+        bind(src, &dst, !writable)?;
     }
 
     let proc_dir = root.join("proc");

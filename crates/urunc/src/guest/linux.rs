@@ -1,10 +1,14 @@
 //! A Linux kernel booting a single application: the console on the first serial port,
 //! the application as init (`rdinit=` from an initrd), its environment as `KEY=VALUE`
 //! words (the kernel hands unknown parameters to init as environment) and its
-//! arguments after `--`.
+//! arguments after `--`. With a network, `ip=` (for kernels with `CONFIG_IP_PNP`).
+//!
+//! With an initrd urunc normally boots its guest init instead (see `crate::guest_init`):
+//! the plan then asks for `rdinit=/urunit` alone and hands the application, its
+//! environment and the network to urunit in a file, not on this command line.
 
 use super::cmdline::{env_pair, join, quote, quote_all};
-use super::{Guest, GuestSetup};
+use super::{Guest, GuestSetup, NetConfig};
 
 pub struct Linux;
 
@@ -62,12 +66,21 @@ impl Guest for Linux {
         &["qemu"]
     }
 
-    fn cmdline(&self, s: &GuestSetup) -> Result<String, String> {
+    fn supports_guest_init(&self) -> bool {
+        true
+    }
+
+    fn cmdline_net(&self, s: &GuestSetup, net: Option<&NetConfig>) -> Result<String, String> {
         let mut parts = vec![
             "console=ttyS0".to_string(),
             "panic=-1".to_string(),
             "quiet".to_string(),
         ];
+        if let Some(n) = net {
+            // ip=<client>:<server>:<gateway>:<netmask>:<hostname>:<device>:<autoconf>
+            let gw = n.gateway.map(|g| g.to_string()).unwrap_or_default();
+            parts.push(format!("ip={}::{gw}:{}::eth0:off", n.address, n.netmask()));
+        }
         if let Some(init) = s.args.first() {
             let key = if s.initrd { "rdinit" } else { "init" };
             parts.push(format!("{key}={}", quote("init program", init)?));
@@ -130,6 +143,45 @@ mod tests {
             Linux.cmdline(&s).unwrap(),
             "console=ttyS0 panic=-1 quiet init=/sbin/app"
         );
+    }
+
+    fn net() -> NetConfig {
+        NetConfig {
+            mode: crate::network::NetMode::Dynamic,
+            tap: "urunc0123456789".into(),
+            mac: "02:42:0a:00:00:02".into(),
+            address: "10.0.0.2".parse().unwrap(),
+            prefix: 24,
+            gateway: Some("10.0.0.1".parse().unwrap()),
+            mtu: 1500,
+            dns: vec![],
+            interface: Some("eth0".into()),
+        }
+    }
+
+    #[test]
+    fn golden_with_network() {
+        let s = setup(&["/bin/httpd", "-f"], &["PATH=/bin"]);
+        assert_eq!(
+            Linux.cmdline_net(&s, Some(&net())).unwrap(),
+            "console=ttyS0 panic=-1 quiet ip=10.0.0.2::10.0.0.1:255.255.255.0::eth0:off \
+             rdinit=/bin/httpd PATH=/bin -- -f"
+        );
+        assert_eq!(
+            Linux.cmdline_net(&s, None).unwrap(),
+            "console=ttyS0 panic=-1 quiet rdinit=/bin/httpd PATH=/bin -- -f"
+        );
+    }
+
+    #[test]
+    fn golden_guest_init() {
+        // What the plan asks for when urunit runs the application.
+        let s = setup(&["/urunit"], &[]);
+        assert_eq!(
+            Linux.cmdline(&s).unwrap(),
+            "console=ttyS0 panic=-1 quiet rdinit=/urunit"
+        );
+        assert!(Linux.supports_guest_init());
     }
 
     #[test]

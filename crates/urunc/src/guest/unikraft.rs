@@ -3,15 +3,23 @@
 //! environment support; newer ones take `netdev.ip=` and `vfs.fstab=[...]`. Without a
 //! version (or with one that does not parse) the current syntax is used, as the
 //! reference implementation does.
+//!
+//! Network: current `netdev.ip=<ip>/<prefix>:<gateway>:<dns>`; legacy
+//! `netdev.ipv4_addr=<ip> netdev.ipv4_gw_addr=<gateway> netdev.ipv4_subnet_mask=<mask>`.
+//! Without a known name server the reference implementation's `8.8.8.8` is used.
 
 use super::cmdline::{env_pair, join, quote, quote_all};
-use super::{Guest, GuestSetup};
+use std::net::Ipv4Addr;
+
+use super::{Guest, GuestSetup, NetConfig};
 
 pub struct Unikraft;
 
 /// The first word of the command line is the application name; the reference
 /// implementation always passes this one.
 const APP_NAME: &str = "Unikraft";
+/// The name server given when the container has none.
+const DEFAULT_DNS: Ipv4Addr = Ipv4Addr::new(8, 8, 8, 8);
 
 #[derive(Debug, PartialEq, Eq)]
 enum Syntax {
@@ -54,7 +62,7 @@ impl Guest for Unikraft {
         &["qemu"]
     }
 
-    fn cmdline(&self, s: &GuestSetup) -> Result<String, String> {
+    fn cmdline_net(&self, s: &GuestSetup, net: Option<&NetConfig>) -> Result<String, String> {
         let syntax = syntax(s.version.as_deref());
         let mut parts = vec![APP_NAME.to_string()];
         if syntax == Syntax::Current && !s.env.is_empty() {
@@ -64,6 +72,22 @@ impl Guest for Unikraft {
                 vars.push(quote("environment entry", &format!("{k}={v}"))?);
             }
             parts.push(format!("env.vars=[ {} ]", vars.join(" ")));
+        }
+        if let Some(n) = net {
+            let gw = n.gateway.unwrap_or(Ipv4Addr::UNSPECIFIED);
+            match syntax {
+                Syntax::Current => parts.push(format!(
+                    "netdev.ip={}/{}:{gw}:{}",
+                    n.address,
+                    n.prefix,
+                    n.dns.first().copied().unwrap_or(DEFAULT_DNS)
+                )),
+                Syntax::Legacy => {
+                    parts.push(format!("netdev.ipv4_addr={}", n.address));
+                    parts.push(format!("netdev.ipv4_gw_addr={gw}"));
+                    parts.push(format!("netdev.ipv4_subnet_mask={}", n.netmask()));
+                }
+            }
         }
         if s.initrd {
             parts.push(match syntax {
@@ -103,6 +127,51 @@ mod tests {
         assert_eq!(
             Unikraft.cmdline(&setup(Some("0.15.0"), true)).unwrap(),
             "Unikraft vfs.rootfs=initrd -- hello \"big world\""
+        );
+    }
+
+    fn net(dns: &[&str]) -> NetConfig {
+        NetConfig {
+            mode: crate::network::NetMode::Dynamic,
+            tap: "urunc0123456789".into(),
+            mac: "02:42:0a:00:00:02".into(),
+            address: "10.4.0.7".parse().unwrap(),
+            prefix: 16,
+            gateway: Some("10.4.0.1".parse().unwrap()),
+            mtu: 1500,
+            dns: dns.iter().map(|d| d.parse().unwrap()).collect(),
+            interface: Some("eth0".into()),
+        }
+    }
+
+    #[test]
+    fn golden_current_syntax_with_network() {
+        assert_eq!(
+            Unikraft
+                .cmdline_net(&setup(Some("0.17.0"), true), Some(&net(&["10.4.0.53"])))
+                .unwrap(),
+            "Unikraft env.vars=[ A=1 \"B=x y\" ] netdev.ip=10.4.0.7/16:10.4.0.1:10.4.0.53 \
+             vfs.fstab=[ \"initrd0:/:extract:::\" ] -- hello \"big world\""
+        );
+        let s = GuestSetup {
+            args: vec!["x".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            Unikraft.cmdline_net(&s, Some(&net(&[]))).unwrap(),
+            "Unikraft netdev.ip=10.4.0.7/16:10.4.0.1:8.8.8.8 -- x"
+        );
+        assert_eq!(Unikraft.cmdline_net(&s, None).unwrap(), "Unikraft -- x");
+    }
+
+    #[test]
+    fn golden_legacy_syntax_with_network() {
+        assert_eq!(
+            Unikraft
+                .cmdline_net(&setup(Some("0.15.0"), false), Some(&net(&[])))
+                .unwrap(),
+            "Unikraft netdev.ipv4_addr=10.4.0.7 netdev.ipv4_gw_addr=10.4.0.1 \
+             netdev.ipv4_subnet_mask=255.255.0.0 -- hello \"big world\""
         );
     }
 

@@ -1,12 +1,16 @@
 //! Virtual machine monitors: how to start each one for a [`VmConfig`].
 //!
 //! Adding a monitor means adding one file here with a [`Monitor`] implementation and
-//! listing it in [`ALL`]. Argument generation is pure (`argv`), so each monitor's
-//! command line is unit-tested with golden vectors; executing it is the lifecycle's job.
+//! listing it in [`ALL`]. Argument generation is pure (`argv`, from a [`VmConfig`] and
+//! the guest's network, which is known only when the container starts), so each
+//! monitor's command line is unit-tested with golden vectors; executing it is the
+//! lifecycle's job.
 
 mod qemu;
 
 use std::path::PathBuf;
+
+use crate::network::NetConfig;
 
 pub use qemu::QEMU_ACCEL_ENV;
 
@@ -20,7 +24,7 @@ pub enum Accel {
 
 /// Everything a monitor needs to boot one guest, as plain validated data. Paths are
 /// as the monitor sees them inside its own root (see `container::vmroot`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VmConfig {
     pub name: String,
     /// The monitor executable (absolute host path; the same path inside its root).
@@ -33,6 +37,10 @@ pub struct VmConfig {
     pub accel: Accel,
     /// The spec asked for seccomp: the monitor confines itself where it can.
     pub seccomp: bool,
+    /// A file the guest's second serial port writes to (the guest init reports the
+    /// application's exit status there).
+    #[serde(default)]
+    pub status_file: Option<PathBuf>,
 }
 
 pub trait Monitor: Sync {
@@ -46,8 +54,9 @@ pub trait Monitor: Sync {
     }
     /// Host device nodes the monitor needs inside its root.
     fn devices(&self, vm: &VmConfig) -> Vec<&'static str>;
-    /// The full argv, program first.
-    fn argv(&self, vm: &VmConfig) -> Vec<String>;
+    /// The full argv, program first; with a NIC on tap `net.tap` with MAC `net.mac`
+    /// when the guest has a network.
+    fn argv(&self, vm: &VmConfig, net: Option<&NetConfig>) -> Vec<String>;
 }
 
 pub static ALL: &[&dyn Monitor] = &[&qemu::Qemu];

@@ -1,7 +1,7 @@
 //! QEMU (`qemu-system-<arch>`), the monitor that really boots guests on this project's
 //! test machines. x86_64 uses the `pc` machine; aarch64 the `virt` machine.
 
-use super::{Accel, Monitor, VmConfig};
+use super::{Accel, Monitor, NetConfig, VmConfig};
 
 /// Operators choose the accelerator: `kvm` (default) or `tcg`. `/dev/kvm` existing does
 /// not mean KVM can run a guest (nested or software KVM), hence no automatic fallback.
@@ -36,7 +36,7 @@ impl Monitor for Qemu {
         }
     }
 
-    fn argv(&self, vm: &VmConfig) -> Vec<String> {
+    fn argv(&self, vm: &VmConfig, net: Option<&NetConfig>) -> Vec<String> {
         let mut a: Vec<String> = vec![vm.binary.display().to_string()];
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
         let machine = if cfg!(target_arch = "aarch64") {
@@ -62,7 +62,26 @@ impl Monitor for Qemu {
             "-vga",
             "none",
         ]);
-        push(&["-serial", "stdio", "-no-reboot"]);
+        push(&["-serial", "stdio"]);
+        if let Some(status) = &vm.status_file {
+            // The second serial port, a file on the host: the guest init's status channel.
+            push(&[
+                "-chardev",
+                &format!("file,id=urunc-status,path={}", status.display()),
+                "-serial",
+                "chardev:urunc-status",
+            ]);
+        }
+        push(&["-no-reboot"]);
+        if let Some(n) = net {
+            // The tap exists already (owned by the user QEMU runs as); QEMU only attaches.
+            push(&[
+                "-netdev",
+                &format!("tap,id=net0,ifname={},script=no,downscript=no", n.tap),
+                "-device",
+                &format!("virtio-net-pci,netdev=net0,mac={}", n.mac),
+            ]);
+        }
         if vm.seccomp {
             push(&["-sandbox", SANDBOX]);
         }
@@ -91,13 +110,28 @@ mod tests {
             cmdline: "console=ttyS0 panic=-1 quiet".into(),
             accel: Accel::Tcg,
             seccomp: false,
+            status_file: None,
+        }
+    }
+
+    fn net() -> NetConfig {
+        NetConfig {
+            mode: crate::network::NetMode::Dynamic,
+            tap: "urunc0a1b2c3d4e".into(),
+            mac: "02:42:0a:58:00:07".into(),
+            address: "10.88.0.7".parse().unwrap(),
+            prefix: 16,
+            gateway: Some("10.88.0.1".parse().unwrap()),
+            mtu: 1500,
+            dns: vec![],
+            interface: Some("eth0".into()),
         }
     }
 
     #[test]
     fn golden_tcg_with_initrd() {
         assert_eq!(
-            Qemu.argv(&vm()).join(" "),
+            Qemu.argv(&vm(), None).join(" "),
             "/usr/bin/qemu-system-x86_64 -name urunc-c1 -machine pc -accel tcg -m 256M -smp 1 \
              -nodefaults -no-user-config -display none -vga none -serial stdio -no-reboot \
              -kernel /guest/kernel -initrd /guest/initrd -append console=ttyS0 panic=-1 quiet"
@@ -112,7 +146,7 @@ mod tests {
         v.seccomp = true;
         v.initrd = None;
         v.vcpus = 2;
-        let argv = Qemu.argv(&v);
+        let argv = Qemu.argv(&v, None);
         assert_eq!(
             argv[3..9],
             ["-machine", "pc", "-accel", "kvm", "-cpu", "host"].map(String::from)
@@ -125,10 +159,35 @@ mod tests {
     }
 
     #[test]
+    fn golden_with_network_and_status_port() {
+        let mut v = vm();
+        v.status_file = Some(PathBuf::from("/guest/exit-status"));
+        assert_eq!(
+            Qemu.argv(&v, Some(&net())).join(" "),
+            "/usr/bin/qemu-system-x86_64 -name urunc-c1 -machine pc -accel tcg -m 256M -smp 1 \
+             -nodefaults -no-user-config -display none -vga none -serial stdio \
+             -chardev file,id=urunc-status,path=/guest/exit-status -serial chardev:urunc-status \
+             -no-reboot \
+             -netdev tap,id=net0,ifname=urunc0a1b2c3d4e,script=no,downscript=no \
+             -device virtio-net-pci,netdev=net0,mac=02:42:0a:58:00:07 \
+             -kernel /guest/kernel -initrd /guest/initrd -append console=ttyS0 panic=-1 quiet"
+        );
+    }
+
+    #[test]
+    fn no_network_no_nic() {
+        let argv = Qemu.argv(&vm(), None);
+        assert!(!argv
+            .iter()
+            .any(|a| a.contains("netdev") || a.contains("-nic")));
+        assert!(!argv.iter().any(|a| a == "-net"));
+    }
+
+    #[test]
     fn the_cmdline_is_one_argument() {
         let mut v = vm();
         v.cmdline = "a -device evil".into();
-        let argv = Qemu.argv(&v);
+        let argv = Qemu.argv(&v, None);
         assert_eq!(argv.last().unwrap(), "a -device evil");
         assert!(!argv.contains(&"evil".to_string()));
     }
