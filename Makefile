@@ -7,7 +7,7 @@
 
 PREFIX ?= /usr/local
 CARGO ?= cargo
-BINARIES := urunc urunc-pack urunit
+BINARIES := urunc containerd-shim-urunc-v2 urunc-pack urunit
 # urunit, the init urunc puts into Linux guests, must be a static executable.
 HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
 URUNIT := target/urunit/$(HOST_TARGET)/release/urunit
@@ -17,7 +17,7 @@ URUNIT := target/urunit/$(HOST_TARGET)/release/urunit
 all: build
 
 build: urunit
-	$(CARGO) build --release -p urunc-cli -p urunc-pack
+	$(CARGO) build --release -p urunc-cli -p containerd-shim-urunc-v2 -p urunc-pack
 
 urunit:
 	RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release -p urunit \
@@ -51,3 +51,22 @@ bench: build fixtures
 
 clean:
 	$(CARGO) clean
+
+# Release artefacts: statically linked binaries named by architecture in dist/, as the
+# reference's install flow names them (the Kubernetes installer ships exactly these).
+# The shim is included when its crate builds. Check them with scripts/check-dist.sh.
+DIST_ARCH := $(shell uname -m | sed -e 's/x86_64/amd64/' -e 's/aarch64/arm64/')
+DIST_OUT := target/dist/$(HOST_TARGET)/release
+DIST_BUILD := RUSTFLAGS='-C target-feature=+crt-static' $(CARGO) build --release \
+	--target $(HOST_TARGET) --target-dir target/dist
+
+.PHONY: dist
+dist:
+	$(DIST_BUILD) -p urunc-cli -p urunc-pack -p urunit
+	install -D -m 0755 $(DIST_OUT)/urunc dist/urunc_static_$(DIST_ARCH)
+	install -D -m 0755 $(DIST_OUT)/urunc-pack dist/urunc-pack_static_$(DIST_ARCH)
+	install -D -m 0755 $(DIST_OUT)/urunit dist/urunit_static_$(DIST_ARCH)
+	if $(DIST_BUILD) -p containerd-shim-urunc-v2; then \
+		install -D -m 0755 $(DIST_OUT)/containerd-shim-urunc-v2 \
+			dist/containerd-shim-urunc-v2_$(DIST_ARCH); \
+	else echo "dist: containerd-shim-urunc-v2 does not build; not included" >&2; fi

@@ -52,6 +52,8 @@ pub const KEY_USE_DM_BLOCK: &str = "com.urunc.unikernel.useDMBlock";
 
 /// The environment variable urunc reads to choose QEMU's accelerator.
 pub const ACCEL_ENV: &str = "URUNC_QEMU_ACCEL";
+/// The environment variable naming urunc's configuration file.
+pub const CONFIG_ENV: &str = "URUNC_CONFIG";
 
 /// A spec like `runc spec` writes (so runc accepts it too), with pid, ipc, uts and
 /// mount namespaces and no network namespace.
@@ -460,12 +462,19 @@ impl Urunc {
         let root = base.join("root");
         fs::create_dir(&root).expect("create root");
         fs::create_dir(base.join("out")).expect("create out");
+        // A configuration file of its own (empty: the defaults), so a file installed
+        // on the machine cannot change what the tests see.
+        let config = base.join("config.toml");
+        fs::write(&config, "").expect("write config.toml");
         Urunc {
             bin: bin.into(),
             tmp,
             root,
             log: None,
-            env: vec![(ACCEL_ENV.into(), "tcg".into())],
+            env: vec![
+                (ACCEL_ENV.into(), "tcg".into()),
+                (CONFIG_ENV.into(), config.into()),
+            ],
             timeout: Duration::from_secs(60),
             seq: AtomicU32::new(0),
             consoles: Mutex::new(HashMap::new()),
@@ -482,6 +491,15 @@ impl Urunc {
     pub fn env(mut self, key: &str, value: impl Into<OsString>) -> Urunc {
         self.env.push((key.into(), value.into()));
         self
+    }
+
+    /// Replaces urunc's configuration file (`$URUNC_CONFIG`) with `text`.
+    pub fn write_config(&self, text: &str) {
+        fs::write(self.config_path(), text).expect("write config.toml");
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.tmp.path().join("config.toml")
     }
 
     pub fn timeout(mut self, timeout: Duration) -> Urunc {

@@ -17,9 +17,12 @@ pub struct Cli {
     /// Write log lines to this file (default: stderr)
     #[arg(long, global = true)]
     pub log: Option<PathBuf>,
-    /// Log line format
-    #[arg(long = "log-format", global = true, value_enum, default_value = "text")]
-    pub log_format: Format,
+    /// Log line format (default: the configuration file's, else text)
+    #[arg(long = "log-format", global = true, value_enum)]
+    pub log_format: Option<Format>,
+    /// urunc's configuration file (default: $URUNC_CONFIG, else /etc/urunc/config.toml)
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
     /// Log debug lines too
     #[arg(long, global = true)]
     pub debug: bool,
@@ -155,7 +158,7 @@ mod tests {
             "c1",
         ])
         .unwrap();
-        assert_eq!(cli.log_format, Format::Json);
+        assert_eq!(cli.log_format, Some(Format::Json));
         match cli.command {
             Command::Create(a) => {
                 assert_eq!(a.id, "c1");

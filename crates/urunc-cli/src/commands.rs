@@ -13,11 +13,26 @@ use crate::cli::{Cli, Command, CreateArgs};
 use crate::logging::Logger;
 use crate::runc;
 
-pub fn dispatch(cli: &Cli, log: &Logger) -> Result<i32> {
+pub fn dispatch(cli: &Cli, config: &urunc::config::Config, log: &Logger) -> Result<i32> {
     let rt = Runtime {
         root: cli.root.clone(),
         systemd_cgroup: cli.systemd_cgroup,
+        config: config.clone(),
     };
+    let name = format!("{:?}", cli.command);
+    let name = name
+        .split([' ', '(', '{'])
+        .next()
+        .unwrap_or("")
+        .to_lowercase();
+    log.timestamp(&format!("{name} begins"));
+    let result = dispatch_command(cli, &rt, log);
+    log.timestamp(&format!("{name} ends"));
+    result
+}
+
+fn dispatch_command(cli: &Cli, rt: &Runtime, log: &Logger) -> Result<i32> {
+    let rt = rt.clone();
     // Commands on an id urunc does not know go to runc as they are.
     if let Some(id) = target_id(&cli.command) {
         if !rt.owns(id) {

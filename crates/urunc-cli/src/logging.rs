@@ -16,9 +16,37 @@ pub struct Logger {
     pub path: Option<PathBuf>,
     pub format: Format,
     pub debug: bool,
+    /// False when the configuration file asks for errors only.
+    pub warn: bool,
+    /// The configuration file's `[timestamps] enabled`: each command logs when it
+    /// starts and ends.
+    pub timestamps: bool,
 }
 
 impl Logger {
+    /// From the command line, then the configuration file, then the defaults.
+    pub fn new(cli: &crate::cli::Cli, file: &urunc::config::Config) -> Logger {
+        use urunc::config::{LogFormat, LogLevel};
+        let format = cli.log_format.unwrap_or(match file.log.format {
+            Some(LogFormat::Json) => Format::Json,
+            _ => Format::Text,
+        });
+        Logger {
+            path: cli.log.clone(),
+            format,
+            debug: cli.debug || file.log.level == LogLevel::Debug,
+            warn: file.log.level != LogLevel::Error,
+            timestamps: file.timestamps.enabled,
+        }
+    }
+
+    /// A timestamped line for one step of a command, when timestamps are enabled.
+    pub fn timestamp(&self, what: &str) {
+        if self.timestamps {
+            self.write("info", &format!("timestamp: {what}"));
+        }
+    }
+
     pub fn error(&self, msg: &str) {
         self.write("error", msg);
         // Callers without a log file (or a person at a terminal) still see the error.
@@ -34,7 +62,9 @@ impl Logger {
     }
 
     pub fn warn(&self, msg: &str) {
-        self.write("warning", msg);
+        if self.warn {
+            self.write("warning", msg);
+        }
     }
 
     fn write(&self, level: &str, msg: &str) {
@@ -72,6 +102,8 @@ mod tests {
             path: Some(dir.clone()),
             format: Format::Json,
             debug: false,
+            warn: true,
+            timestamps: false,
         };
         log.error("kernel \"x\" not found");
         log.debug("hidden");

@@ -10,12 +10,28 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
-    let log = logging::Logger {
-        path: cli.log.clone(),
-        format: cli.log_format,
-        debug: cli.debug,
+    let config = urunc::config::Config::load(cli.config.as_deref());
+    let file = config.as_ref().cloned().unwrap_or_default();
+    let log = logging::Logger::new(&cli, &file);
+    let config = match config {
+        Ok(c) => c,
+        // Only creating a container depends on the file; managing existing ones (which
+        // recorded their settings) must keep working while an edit is being fixed.
+        Err(e)
+            if !matches!(
+                cli.command,
+                cli::Command::Create(_) | cli::Command::Run { .. }
+            ) =>
+        {
+            log.warn(&e.to_string());
+            urunc::config::Config::default()
+        }
+        Err(e) => {
+            log.error(&e.to_string());
+            std::process::exit(1);
+        }
     };
-    let code = match commands::dispatch(&cli, &log) {
+    let code = match commands::dispatch(&cli, &config, &log) {
         Ok(code) => code,
         Err(e) => {
             log.error(&format!("{e:#}"));

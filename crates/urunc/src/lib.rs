@@ -8,10 +8,12 @@
 //!   file per monitor) builds monitor command lines; [`plan`] joins them for a bundle.
 //! - [`network`] hands the container's network to the guest (tap, redirect, modes);
 //!   [`guest_init`] packages the guest init for Linux guests (the `urunit` crate).
+//! - [`config`] is urunc's own configuration file (`/etc/urunc/config.toml`).
 //! - [`container`] is the lifecycle (create/start/kill/delete) and its state;
 //!   [`sys`] wraps the Linux facilities it uses.
 
 pub mod bundle;
+pub mod config;
 pub mod container;
 pub mod error;
 pub mod guest;

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
+use crate::config::{Config, MonitorSettings};
 use crate::error::{Error, Result};
 use crate::guest::{self, GuestSetup};
 use crate::guest_init::{self, UrunitPlan};
@@ -25,6 +26,7 @@ use crate::rootfs_path;
 use crate::unikernel::{UnikernelConfig, KEY_BINARY, KEY_INITRD};
 
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
+pub const DEFAULT_VCPUS: u32 = 1;
 /// Where image files appear inside the monitor's root.
 pub const GUEST_DIR: &str = "/guest";
 
@@ -68,6 +70,10 @@ pub struct Plan {
     pub files: Vec<GuestFile>,
     pub state_files: Vec<StateFile>,
     pub devices: Vec<String>,
+    /// The monitor's settings from the configuration file as `create` read them
+    /// (a record: the values are already in `vm`, so later edits change nothing).
+    #[serde(default)]
+    pub settings: MonitorSettings,
 }
 
 impl Plan {
@@ -77,6 +83,23 @@ impl Plan {
 
     /// The monitor's argv for a guest with network `net` (none: no NIC). Pure.
     pub fn render(&self, net: Option<&NetConfig>) -> Result<Vec<String>> {
+        let (monitor, vm) = self.render_vm(net)?;
+        Ok(monitor.argv(&vm, net))
+    }
+
+    /// The monitor's configuration file (its name in the state directory and its
+    /// contents) for a guest with network `net`, for monitors configured by a file.
+    pub fn render_config_file(&self, net: Option<&NetConfig>) -> Result<Option<(String, String)>> {
+        let (monitor, vm) = self.render_vm(net)?;
+        Ok(monitor
+            .config_file(&vm, net)
+            .map(|(name, text)| (name.to_string(), text)))
+    }
+
+    fn render_vm(
+        &self,
+        net: Option<&NetConfig>,
+    ) -> Result<(&'static dyn monitor::Monitor, VmConfig)> {
         let guest = guest::by_name(&self.guest)
             .ok_or_else(|| Error::Config(format!("unknown unikernelType {:?}", self.guest)))?;
         let monitor = monitor::by_name(&self.monitor)
@@ -93,7 +116,7 @@ impl Plan {
             cmdline,
             ..self.vm.clone()
         };
-        Ok(monitor.argv(&vm, net))
+        Ok((monitor, vm))
     }
 
     /// urunit's configuration for a guest with network `net`, when it boots urunit.
@@ -104,7 +127,7 @@ impl Plan {
     }
 }
 
-pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
+pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) -> Result<Plan> {
     let guest = guest::by_name(&cfg.unikernel_type).ok_or_else(|| {
         Error::Config(format!(
             "unknown unikernelType {:?}; supported: {}",
@@ -127,17 +150,39 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
             guest.monitors().join(", ")
         )));
     }
+    if cfg.initrd.is_some() && !(guest.supports_initrd() && monitor.supports_initrd()) {
+        let who = if guest.supports_initrd() {
+            format!("hypervisor {:?} cannot load an initrd", monitor.name())
+        } else {
+            format!("unikernelType {:?} takes no initrd", guest.name())
+        };
+        return Err(Error::Config(format!(
+            "{KEY_INITRD} is set but {who} ({}: {})",
+            guest.name(),
+            guest::describe(guest)
+        )));
+    }
     let monitor_err = |msg: String| Error::Monitor {
         monitor: monitor.name().into(),
         msg,
     };
-    let accel = monitor.accel().map_err(monitor_err)?;
-    let binary = find_in_path(&monitor.default_binary()).ok_or_else(|| {
-        monitor_err(format!(
-            "{} is not installed (not found in PATH)",
-            monitor.default_binary()
-        ))
-    })?;
+    let settings = config.monitor(monitor.name());
+    let accel = monitor.accel(&settings).map_err(monitor_err)?;
+    let binary = match &settings.binary_path {
+        Some(p) => find_in_path(&p.display().to_string()).ok_or_else(|| {
+            monitor_err(format!(
+                "{p:?} (binary_path in the configuration file) is not an executable file"
+            ))
+        })?,
+        None => find_in_path(&monitor.default_binary()).ok_or_else(|| {
+            monitor_err(format!(
+                "{} is not installed (not found in PATH; set binary_path in [monitors.{}] of {})",
+                monitor.default_binary(),
+                monitor.name(),
+                crate::config::DEFAULT_PATH
+            ))
+        })?,
+    };
 
     let annotations = bundle.annotations();
     let wants_urunit = guest_init::requested(annotations.get(guest_init::ANNOTATION))?;
@@ -219,6 +264,7 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
                 env: vec![],
                 initrd: true,
                 version: cfg.version.clone(),
+                block_mount: None,
             };
             let plan = UrunitPlan {
                 binary,
@@ -233,6 +279,7 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
                 env,
                 initrd: cfg.initrd.is_some(),
                 version: cfg.version.clone(),
+                block_mount: None,
             },
             None,
         ),
@@ -253,14 +300,19 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
     )
     .map_err(|e| Error::Other(format!("network: {e}")))?;
 
-    let vm = VmConfig {
+    let mut vm = VmConfig {
         name: format!("urunc-{id}"),
         binary,
+        // The spec's limits win over the configuration file's defaults.
         memory_mib: bundle
             .memory_limit()
             .map(|b| (b >> 20).max(1))
+            .or(settings.default_memory_mb)
             .unwrap_or(DEFAULT_MEMORY_MIB),
-        vcpus: bundle.cpu_limit().unwrap_or(1),
+        vcpus: bundle
+            .cpu_limit()
+            .or(settings.default_vcpus)
+            .unwrap_or(DEFAULT_VCPUS),
         kernel: files[0].target.clone(),
         initrd: cfg
             .initrd
@@ -270,20 +322,42 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
         accel,
         seccomp: bundle.has_seccomp(),
         status_file: init_plan.as_ref().map(|_| guest_init::STATUS_TARGET.into()),
+        machine: match monitor.name() {
+            "qemu" => settings
+                .machine
+                .clone()
+                .unwrap_or_else(|| monitor::default_machine().into()),
+            _ => String::new(),
+        },
+        block: None,
+        devices: guest.devices(monitor.name()),
+        extra_args: settings.extra_args.clone(),
+        config_file: None,
     };
+    // A monitor configured by a file reads it from the state directory (rewritten at
+    // start, when the network is known).
+    if let Some((name, _)) = monitor.config_file(&vm, None) {
+        let target = Path::new(GUEST_DIR).join(name);
+        state_files.push(StateFile {
+            name: name.into(),
+            target: target.clone(),
+            writable: false,
+        });
+        vm.config_file = Some(target);
+    }
     let mut devices: Vec<String> = monitor::BASE_DEVICES
         .iter()
         .map(|d| d.to_string())
         .collect();
     for dev in monitor.devices(&vm) {
         if !Path::new(dev).exists() {
-            let hint = if dev == "/dev/kvm" {
-                format!(
-                    "; set {}=tcg for software emulation",
+            let hint = match (dev, monitor.name()) {
+                (monitor::KVM_DEVICE, "qemu") => format!(
+                    "; set {}=tcg (or accel = \"tcg\" in [monitors.qemu] of the configuration file) for software emulation",
                     monitor::QEMU_ACCEL_ENV
-                )
-            } else {
-                String::new()
+                ),
+                (monitor::KVM_DEVICE, _) => format!("; {} needs KVM", monitor.name()),
+                _ => String::new(),
             };
             return Err(monitor_err(format!(
                 "{dev} is not available on this host{hint}"
@@ -313,6 +387,7 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig) -> Result<Plan> {
         files,
         state_files,
         devices,
+        settings,
     };
     // Checks the command line now, so a bad one fails `create`.
     plan.argv = plan.render(None)?;

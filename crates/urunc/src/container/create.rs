@@ -74,7 +74,7 @@ impl Runtime {
         let Some(cfg) = UnikernelConfig::load(&bundle.annotations(), &bundle.rootfs)? else {
             return Ok(Created::Delegate);
         };
-        let plan = plan::build(&o.id, &bundle, &cfg)?;
+        let plan = plan::build(&o.id, &bundle, &cfg, &self.config)?;
         let ns = Namespaces::from_spec(&bundle.spec)?;
         let tty = match (bundle.terminal(), &o.console_socket) {
             (true, None) => {
@@ -114,6 +114,11 @@ impl Runtime {
         mkfifo(&dir.fifo(), Mode::from_bits_truncate(0o622))
             .ctx(|| "create the exec FIFO".into())?;
         std::fs::create_dir(dir.vm_root()).ctx(|| "create the monitor root".into())?;
+        // The monitor's configuration file (Firecracker), bound into its root; `start`
+        // rewrites it with the network.
+        if let Some((name, text)) = plan.render_config_file(None)? {
+            write_atomic(&dir.path.join(&name), text.as_bytes())?;
+        }
         if let Some(init) = &plan.urunit {
             let user = bundle
                 .spec

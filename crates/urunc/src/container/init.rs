@@ -179,6 +179,19 @@ fn render(c: &ChildSetup, net: Option<&NetConfig>) -> Result<Vec<CString>> {
             .write_all(&json)
             .ctx(|| format!("write {}", network::STATE_FILE))?;
     }
+    if let Some((name, text)) = c.plan.render_config_file(net)? {
+        // Rewritten in place: the monitor's root has it bound read-only.
+        let fd = openat(
+            &c.state_dir,
+            name.as_str(),
+            OFlag::O_WRONLY | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| format!("open {name}"))?;
+        File::from(fd)
+            .write_all(text.as_bytes())
+            .ctx(|| format!("write {name}"))?;
+    }
     c.plan
         .render(net)?
         .iter()

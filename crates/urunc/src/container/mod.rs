@@ -17,11 +17,13 @@ pub use state::{OciState, Status};
 /// Default `--root`, like runc's `/run/runc`.
 pub const DEFAULT_ROOT: &str = "/run/urunc";
 
-/// A runtime instance: where state lives and how cgroup paths are read.
+/// A runtime instance: where state lives, how cgroup paths are read, and urunc's
+/// configuration file (read by `create` only: a created container keeps what it got).
 #[derive(Clone, Debug)]
 pub struct Runtime {
     pub root: PathBuf,
     pub systemd_cgroup: bool,
+    pub config: crate::config::Config,
 }
 
 impl Runtime {
@@ -29,6 +31,7 @@ impl Runtime {
         Runtime {
             root: root.into(),
             systemd_cgroup: false,
+            config: crate::config::Config::default(),
         }
     }
 

@@ -144,14 +144,6 @@ pub fn build(s: &VmRootSpec) -> Result<()> {
             _ => {}
         }
     }
-    let covered = HOST_DIRS
-        .iter()
-        .any(|d| s.binary.starts_with(Path::new("/").join(d)));
-    if !covered {
-        let target = root.join(s.binary.strip_prefix("/").unwrap_or(s.binary));
-        touch(&target)?;
-        bind(s.binary, &target, true)?;
-    }
     let ld_cache = Path::new("/etc/ld.so.cache");
     if ld_cache.exists() {
         let target = root.join("etc/ld.so.cache");
@@ -210,6 +202,15 @@ pub fn build(s: &VmRootSpec) -> Result<()> {
     std::fs::create_dir(&sys).ctx(|| "mkdir /sys".into())?;
     bind(Path::new("/sys"), &sys, true)?;
     tmpfs(&root.join("tmp"), "mode=1777,size=64m")?;
+    // Last, so that no mount above (such as /tmp) hides a monitor installed there.
+    let covered = HOST_DIRS
+        .iter()
+        .any(|d| s.binary.starts_with(Path::new("/").join(d)));
+    if !covered {
+        let target = root.join(s.binary.strip_prefix("/").unwrap_or(s.binary));
+        touch(&target)?;
+        bind(s.binary, &target, true)?;
+    }
     Ok(())
 }
 

@@ -63,10 +63,18 @@ impl Guest for Linux {
     }
 
     fn monitors(&self) -> &'static [&'static str] {
-        &["qemu"]
+        &["qemu", "firecracker", "cloud-hypervisor"]
     }
 
     fn supports_guest_init(&self) -> bool {
+        true
+    }
+
+    fn supports_block(&self) -> bool {
+        true
+    }
+
+    fn supports_initrd(&self) -> bool {
         true
     }
 
@@ -112,6 +120,7 @@ mod tests {
             env: env.iter().map(|s| s.to_string()).collect(),
             initrd: true,
             version: None,
+            block_mount: None,
         }
     }
 

@@ -5,16 +5,21 @@
 //! and the container's network ([`NetConfig`], known only at start, or none) and
 //! returns a string or an error message, and is unit-tested with golden strings.
 //!
-//! Network hooks for guest types still to come, from their conventions: Rumprun takes
-//! a JSON `"net": {"if": "ukvmif0", "type": "inet", "method": "static", "addr": ...,
-//! "mask": <prefix>, "gw": ...}`; MirageOS `--ipv4=<ip>/<prefix> --ipv4-gateway=<gw>`;
-//! Mewz `ip=<ip>/<prefix> gateway=<gw>`. Each formats [`NetConfig`] in its
-//! `cmdline_net` the way [`unikraft`] does.
+//! Each guest type declares the monitors it boots on, whether it takes a network, a
+//! block device and an initrd; `create` refuses any other combination, listing what
+//! is supported. How a guest wants its devices presented (Solo5 device names, QEMU
+//! NIC options, extra monitor arguments) is [`GuestDevices`] data handed to the
+//! monitor, so monitors never look at guest types.
 
 mod cmdline;
 mod linux;
+mod mewz;
+mod mirage;
+mod osv;
+mod rumprun;
 mod unikraft;
 
+pub use crate::monitor::GuestDevices;
 pub use crate::network::NetConfig;
 pub use cmdline::MAX_CMDLINE;
 
@@ -29,6 +34,9 @@ pub struct GuestSetup {
     pub initrd: bool,
     /// `com.urunc.unikernel.unikernelVersion`, for guests whose syntax changed.
     pub version: Option<String>,
+    /// Where the guest mounts its block device, when it has one.
+    #[serde(default)]
+    pub block_mount: Option<String>,
 }
 
 pub trait Guest: Sync {
@@ -49,9 +57,32 @@ pub trait Guest: Sync {
     fn supports_guest_init(&self) -> bool {
         false
     }
+    /// True when the guest can be given a network interface.
+    fn supports_network(&self) -> bool {
+        true
+    }
+    /// True when the guest can be given a block device.
+    fn supports_block(&self) -> bool {
+        false
+    }
+    /// True when the guest can be given an initrd.
+    fn supports_initrd(&self) -> bool {
+        false
+    }
+    /// How this guest wants its devices presented by `monitor`.
+    fn devices(&self, _monitor: &str) -> GuestDevices {
+        GuestDevices::default()
+    }
 }
 
-pub static ALL: &[&dyn Guest] = &[&linux::Linux, &unikraft::Unikraft];
+pub static ALL: &[&dyn Guest] = &[
+    &linux::Linux,
+    &unikraft::Unikraft,
+    &rumprun::Rumprun,
+    &mirage::Mirage,
+    &mewz::Mewz,
+    &osv::Osv,
+];
 
 pub fn by_name(name: &str) -> Option<&'static dyn Guest> {
     ALL.iter().copied().find(|g| g.name() == name)
@@ -59,4 +90,69 @@ pub fn by_name(name: &str) -> Option<&'static dyn Guest> {
 
 pub fn names() -> Vec<&'static str> {
     ALL.iter().map(|g| g.name()).collect()
+}
+
+/// What a guest supports, in words, for error messages and the documentation.
+pub fn describe(g: &dyn Guest) -> String {
+    let mut s = format!("monitors: {}", g.monitors().join(", "));
+    for (what, yes) in [
+        ("network", g.supports_network()),
+        ("block device", g.supports_block()),
+        ("initrd", g.supports_initrd()),
+    ] {
+        s.push_str(&format!("; {what}: {}", if yes { "yes" } else { "no" }));
+    }
+    s
+}
+
+/// Combinations that really booted on the project's machines (guest, monitor, how);
+/// every other supported combination is verified by golden arguments and by the
+/// recording monitor run through the lifecycle.
+pub const BOOTED: &[(&str, &str, &str)] = &[
+    (
+        "linux",
+        "qemu",
+        "booted (Debian 6.1 kernel, busybox initrd, TCG)",
+    ),
+    (
+        "unikraft",
+        "qemu",
+        "booted: the project's PVH test kernel in the Unikraft format",
+    ),
+];
+
+/// The support matrix as a Markdown table (README.md carries a copy, checked by a
+/// test): for each guest and monitor, whether the combination is supported and how
+/// it was verified.
+pub fn support_matrix() -> String {
+    let monitors = crate::monitor::names();
+    let mut s = format!(
+        "| guest \\ monitor | {} | network | block (formats only) | initrd |\n|---|{}---|---|---|\n",
+        monitors.join(" | "),
+        "---|".repeat(monitors.len())
+    );
+    for g in ALL {
+        let mut row = format!("| {} |", g.name());
+        for m in &monitors {
+            let cell = if let Some((_, _, how)) =
+                BOOTED.iter().find(|(bg, bm, _)| *bg == g.name() && bm == m)
+            {
+                how.to_string()
+            } else if g.monitors().contains(m) {
+                "arguments verified".to_string()
+            } else {
+                "—".to_string()
+            };
+            row.push_str(&format!(" {cell} |"));
+        }
+        let yn = |b: bool| if b { "yes" } else { "no" };
+        row.push_str(&format!(
+            " {} | {} | {} |\n",
+            yn(g.supports_network()),
+            yn(g.supports_block()),
+            yn(g.supports_initrd())
+        ));
+        s.push_str(&row);
+    }
+    s
 }

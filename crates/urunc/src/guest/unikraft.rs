@@ -59,7 +59,11 @@ impl Guest for Unikraft {
     }
 
     fn monitors(&self) -> &'static [&'static str] {
-        &["qemu"]
+        &["qemu", "firecracker"]
+    }
+
+    fn supports_initrd(&self) -> bool {
+        true
     }
 
     fn cmdline_net(&self, s: &GuestSetup, net: Option<&NetConfig>) -> Result<String, String> {
@@ -111,6 +115,7 @@ mod tests {
             env: vec!["A=1".into(), "B=x y".into()],
             initrd,
             version: version.map(String::from),
+            block_mount: None,
         }
     }
 

@@ -1,16 +1,53 @@
 //! QEMU (`qemu-system-<arch>`), the monitor that really boots guests on this project's
-//! test machines. x86_64 uses the `pc` machine; aarch64 the `virt` machine.
+//! test machines. x86_64 uses the `pc` machine by default (`microvm` selectable in the
+//! configuration file); aarch64 the `virt` machine. Devices are virtio: PCI on `pc` and
+//! `virt`, MMIO on `microvm`.
 
-use super::{Accel, Monitor, NetConfig, VmConfig};
+use super::{parse_accel, Accel, Monitor, MonitorSettings, NetConfig, VmConfig};
 
 /// Operators choose the accelerator: `kvm` (default) or `tcg`. `/dev/kvm` existing does
 /// not mean KVM can run a guest (nested or software KVM), hence no automatic fallback.
+/// The environment variable beats the configuration file.
 pub const QEMU_ACCEL_ENV: &str = "URUNC_QEMU_ACCEL";
 
 /// QEMU confines itself with this when the container spec asks for seccomp.
 const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
+const MACHINES: &[&str] = if cfg!(target_arch = "aarch64") {
+    &["virt"]
+} else {
+    &["pc", "microvm"]
+};
+
+pub fn default_machine() -> &'static str {
+    MACHINES[0]
+}
+
+/// A machine type this build of urunc can generate arguments for on this host.
+pub fn check_machine(m: &str) -> Result<(), String> {
+    if MACHINES.contains(&m) {
+        Ok(())
+    } else {
+        Err(format!(
+            "machine {m:?} is not supported on {}; expected one of: {}",
+            std::env::consts::ARCH,
+            MACHINES.join(", ")
+        ))
+    }
+}
+
 pub struct Qemu;
+
+/// The environment's choice, else the file's, else KVM.
+fn resolve_accel(env: Option<&str>, settings: &MonitorSettings) -> Result<Accel, String> {
+    match env {
+        None | Some("") => match &settings.accel {
+            Some(a) => parse_accel(a),
+            None => Ok(Accel::Kvm),
+        },
+        Some(v) => parse_accel(v).map_err(|e| format!("{QEMU_ACCEL_ENV}: {e}")),
+    }
+}
 
 impl Monitor for Qemu {
     fn name(&self) -> &'static str {
@@ -21,47 +58,44 @@ impl Monitor for Qemu {
         format!("qemu-system-{}", std::env::consts::ARCH)
     }
 
-    fn accel(&self) -> Result<Accel, String> {
-        match std::env::var(QEMU_ACCEL_ENV).ok().as_deref() {
-            None | Some("") | Some("kvm") => Ok(Accel::Kvm),
-            Some("tcg") => Ok(Accel::Tcg),
-            Some(other) => Err(format!("{QEMU_ACCEL_ENV}={other:?}: expected kvm or tcg")),
-        }
+    fn uses_kvm(&self, accel: Accel) -> bool {
+        accel == Accel::Kvm
     }
 
-    fn devices(&self, vm: &VmConfig) -> Vec<&'static str> {
-        match vm.accel {
-            Accel::Kvm => vec!["/dev/kvm"],
-            Accel::Tcg => vec![],
-        }
+    fn accel(&self, settings: &MonitorSettings) -> Result<Accel, String> {
+        resolve_accel(std::env::var(QEMU_ACCEL_ENV).ok().as_deref(), settings)
     }
 
     fn argv(&self, vm: &VmConfig, net: Option<&NetConfig>) -> Vec<String> {
         let mut a: Vec<String> = vec![vm.binary.display().to_string()];
         let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
-        let machine = if cfg!(target_arch = "aarch64") {
-            "virt"
+        let machine = if vm.machine.is_empty() {
+            default_machine()
         } else {
-            "pc"
+            vm.machine.as_str()
+        };
+        let virt = machine == "virt";
+        // virtio over MMIO on microvm, PCI elsewhere.
+        let bus = if machine == "microvm" {
+            "device"
+        } else {
+            "pci"
         };
         push(&["-name", &vm.name]);
         push(&["-machine", machine]);
-        match vm.accel {
-            Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
-            Accel::Tcg => push(&["-accel", "tcg"]),
+        match (vm.accel, virt) {
+            (Accel::Kvm, _) => push(&["-accel", "kvm", "-cpu", "host"]),
+            (Accel::Tcg, false) => push(&["-accel", "tcg"]),
+            (Accel::Tcg, true) => push(&["-accel", "tcg", "-cpu", "max"]),
         }
         push(&["-m", &format!("{}M", vm.memory_mib)]);
         push(&["-smp", &vm.vcpus.to_string()]);
         // No default devices, no firmware config from the host, no display: the guest
         // gets exactly what urunc adds, and its console is the container's stdio.
-        push(&[
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-vga",
-            "none",
-        ]);
+        push(&["-nodefaults", "-no-user-config", "-display", "none"]);
+        if !virt {
+            push(&["-vga", "none"]);
+        }
         push(&["-serial", "stdio"]);
         if let Some(status) = &vm.status_file {
             // The second serial port, a file on the host: the guest init's status channel.
@@ -75,16 +109,33 @@ impl Monitor for Qemu {
         push(&["-no-reboot"]);
         if let Some(n) = net {
             // The tap exists already (owned by the user QEMU runs as); QEMU only attaches.
+            let mut nic = format!("virtio-net-{bus},netdev=net0,mac={}", n.mac);
+            for o in &vm.devices.qemu_nic_options {
+                nic.push(',');
+                nic.push_str(o);
+            }
             push(&[
                 "-netdev",
                 &format!("tap,id=net0,ifname={},script=no,downscript=no", n.tap),
                 "-device",
-                &format!("virtio-net-pci,netdev=net0,mac={}", n.mac),
+                &nic,
+            ]);
+        }
+        if let Some(block) = &vm.block {
+            push(&[
+                "-drive",
+                &format!("file={},if=none,id=blk0,format=raw", block.display()),
+                "-device",
+                &format!("virtio-blk-{bus},drive=blk0"),
             ]);
         }
         if vm.seccomp {
             push(&["-sandbox", SANDBOX]);
         }
+        let guest_args: Vec<&str> = vm.devices.monitor_args.iter().map(String::as_str).collect();
+        push(&guest_args);
+        let extra: Vec<&str> = vm.extra_args.iter().map(String::as_str).collect();
+        push(&extra);
         push(&["-kernel", &vm.kernel.display().to_string()]);
         if let Some(initrd) = &vm.initrd {
             push(&["-initrd", &initrd.display().to_string()]);
@@ -94,38 +145,18 @@ impl Monitor for Qemu {
     }
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
 mod tests {
+    use super::super::testutil::{net, vm as base};
     use super::*;
     use std::path::PathBuf;
 
     fn vm() -> VmConfig {
-        VmConfig {
-            name: "urunc-c1".into(),
-            binary: PathBuf::from("/usr/bin/qemu-system-x86_64"),
-            memory_mib: 256,
-            vcpus: 1,
-            kernel: PathBuf::from("/guest/kernel"),
-            initrd: Some(PathBuf::from("/guest/initrd")),
-            cmdline: "console=ttyS0 panic=-1 quiet".into(),
-            accel: Accel::Tcg,
-            seccomp: false,
-            status_file: None,
-        }
-    }
-
-    fn net() -> NetConfig {
-        NetConfig {
-            mode: crate::network::NetMode::Dynamic,
-            tap: "urunc0a1b2c3d4e".into(),
-            mac: "02:42:0a:58:00:07".into(),
-            address: "10.88.0.7".parse().unwrap(),
-            prefix: 16,
-            gateway: Some("10.88.0.1".parse().unwrap()),
-            mtu: 1500,
-            dns: vec![],
-            interface: Some("eth0".into()),
-        }
+        let mut v = base("/usr/bin/qemu-system-x86_64");
+        v.initrd = Some(PathBuf::from("/guest/initrd"));
+        v.accel = Accel::Tcg;
+        v.machine = "pc".into();
+        v
     }
 
     #[test]
@@ -172,6 +203,73 @@ mod tests {
              -device virtio-net-pci,netdev=net0,mac=02:42:0a:58:00:07 \
              -kernel /guest/kernel -initrd /guest/initrd -append console=ttyS0 panic=-1 quiet"
         );
+    }
+
+    #[test]
+    fn golden_microvm_with_network_block_and_extra_args() {
+        let mut v = vm();
+        v.machine = "microvm".into();
+        v.initrd = None;
+        v.block = Some(PathBuf::from("/guest/block"));
+        v.extra_args = vec!["-d".into(), "guest_errors".into()];
+        assert_eq!(
+            Qemu.argv(&v, Some(&net())).join(" "),
+            "/usr/bin/qemu-system-x86_64 -name urunc-c1 -machine microvm -accel tcg -m 256M -smp 1 \
+             -nodefaults -no-user-config -display none -vga none -serial stdio -no-reboot \
+             -netdev tap,id=net0,ifname=urunc0a1b2c3d4e,script=no,downscript=no \
+             -device virtio-net-device,netdev=net0,mac=02:42:0a:58:00:07 \
+             -drive file=/guest/block,if=none,id=blk0,format=raw \
+             -device virtio-blk-device,drive=blk0 \
+             -d guest_errors -kernel /guest/kernel -append console=ttyS0 panic=-1 quiet"
+        );
+    }
+
+    #[test]
+    fn golden_aarch64_virt() {
+        let mut v = vm();
+        v.binary = PathBuf::from("/usr/bin/qemu-system-aarch64");
+        v.machine = "virt".into();
+        v.cmdline = "console=ttyAMA0".into();
+        assert_eq!(
+            Qemu.argv(&v, Some(&net())).join(" "),
+            "/usr/bin/qemu-system-aarch64 -name urunc-c1 -machine virt -accel tcg -cpu max \
+             -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+             -netdev tap,id=net0,ifname=urunc0a1b2c3d4e,script=no,downscript=no \
+             -device virtio-net-pci,netdev=net0,mac=02:42:0a:58:00:07 \
+             -kernel /guest/kernel -initrd /guest/initrd -append console=ttyAMA0"
+        );
+        v.accel = Accel::Kvm;
+        assert_eq!(
+            Qemu.argv(&v, None)[3..9],
+            ["-machine", "virt", "-accel", "kvm", "-cpu", "host"].map(String::from)
+        );
+    }
+
+    #[test]
+    fn machine_selection() {
+        if cfg!(target_arch = "x86_64") {
+            assert_eq!(default_machine(), "pc");
+            assert!(check_machine("microvm").is_ok());
+            assert!(check_machine("virt").unwrap_err().contains("pc, microvm"));
+        }
+    }
+
+    #[test]
+    fn accel_env_beats_file() {
+        let file = MonitorSettings {
+            accel: Some("tcg".into()),
+            ..Default::default()
+        };
+        assert_eq!(resolve_accel(None, &file), Ok(Accel::Tcg));
+        assert_eq!(resolve_accel(Some(""), &file), Ok(Accel::Tcg));
+        assert_eq!(
+            resolve_accel(None, &MonitorSettings::default()),
+            Ok(Accel::Kvm)
+        );
+        assert_eq!(resolve_accel(Some("kvm"), &file), Ok(Accel::Kvm));
+        assert!(resolve_accel(Some("hax"), &file)
+            .unwrap_err()
+            .contains(QEMU_ACCEL_ENV));
     }
 
     #[test]

@@ -1,0 +1,323 @@
+//! Every monitor that cannot be installed on the project's machines (Firecracker,
+//! Cloud Hypervisor, Solo5 hvt and spt) driven through the real `urunc create/start/
+//! delete` lifecycle, with a recording test double installed under its name: the
+//! double records its argv, environment, ids, namespaces, seccomp status, its root
+//! and the configuration file it was given on the container's stdout, then exits.
+//! What it recorded is checked here; the argument formats themselves are golden-tested
+//! next to each monitor in the `urunc` crate.
+//!
+//! Skips (with a `SKIP:` line) when not root, or the fixtures or the recorder are
+//! missing; fails instead when `URUNC_REQUIRE_INTEGRATION` is set.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use test_harness::bundle::{TestBundle, Urunc, KEY_HYPERVISOR};
+use test_harness::{fixtures, output_text, recorder, require_root_and_tools, skip_or_fail};
+
+const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Setup {
+    kernel: PathBuf,
+    recorder: PathBuf,
+    dir: PathBuf,
+    bin_dir: PathBuf,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn setup() -> Option<Setup> {
+    if !require_root_and_tools(&[]) {
+        return None;
+    }
+    let kernel = fixtures::testkernel()?;
+    let Some(rec) = recorder::binary(Path::new(URUNC)) else {
+        skip_or_fail(&format!(
+            "{} not built (cargo build -p test-harness --bin {})",
+            recorder::BIN,
+            recorder::BIN
+        ));
+        return None;
+    };
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("t")
+        .replace(':', "_");
+    let dir = PathBuf::from(format!("/tmp/urunc-monitors-{name}-{}", std::process::id()));
+    let bin_dir = dir.join("bin");
+    recorder::install(
+        &rec,
+        &bin_dir,
+        &["firecracker", "cloud-hypervisor", "solo5-hvt", "solo5-spt"],
+    );
+    Some(Setup {
+        kernel,
+        recorder: rec,
+        dir,
+        bin_dir,
+    })
+}
+
+fn urunc(s: &Setup) -> Urunc {
+    let path = format!(
+        "{}:{}",
+        s.bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    Urunc::new(URUNC).env("PATH", path)
+}
+
+fn bundle(name: &str, s: &Setup, guest: &str, monitor: &str) -> TestBundle {
+    let mut b = TestBundle::new(name);
+    b.link_file("/boot/kernel", &s.kernel);
+    b.unikernel(guest, "/boot/kernel", None)
+        .annotation(KEY_HYPERVISOR, monitor)
+        .args(&["/app", "hello world"])
+        .env(&["GREETING=hi"]);
+    b
+}
+
+fn unique(name: &str) -> String {
+    format!("mon-{name}-{}", std::process::id())
+}
+
+/// create, start, wait until stopped, read the record, delete; nothing left behind.
+fn lifecycle(u: &Urunc, b: &TestBundle, id: &str) -> Value {
+    let out = u.create(b, id);
+    assert!(out.status.success(), "create\n{}", output_text(&out));
+    let out = u.start(id);
+    assert!(out.status.success(), "start\n{}", output_text(&out));
+    assert!(u.wait_status(id, "stopped", WAIT), "{id} did not stop");
+    let console = u.console(id);
+    let out = u.delete(id);
+    assert!(out.status.success(), "delete\n{}", output_text(&out));
+    assert_eq!(u.leftovers(b, id), Vec::<String>::new());
+    recorder::parse(&console).unwrap_or_else(|| panic!("no record in:\n{console}"))
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// What every monitor must see: a minimal environment, its own mount and pid
+/// namespaces, a read-only root of its own with only the devices it needs.
+#[track_caller]
+fn assert_confined(rec: &Value, kernel: &Path, kvm: bool) {
+    assert_eq!(
+        strs(&rec["env"]),
+        [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME=/tmp"
+        ]
+    );
+    let own = |ns: &str| std::fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+    for ns in ["mnt", "pid", "ipc", "uts"] {
+        assert_ne!(
+            rec["namespaces"][ns].as_str().unwrap(),
+            own(ns).to_str().unwrap(),
+            "{ns} namespace shared with the host"
+        );
+    }
+    assert_eq!(rec["pid"], 1, "the monitor is the container's pid 1");
+    let root = strs(&rec["root"]);
+    for d in ["dev", "guest", "proc", "sys", "tmp", "usr"] {
+        assert!(root.contains(&d.to_string()), "/{d} missing from {root:?}");
+    }
+    assert!(
+        !root.contains(&"boot".to_string()),
+        "image leaked: {root:?}"
+    );
+    assert_eq!(rec["root_writable"], false);
+    let dev = strs(&rec["dev"]);
+    assert_eq!(dev.contains(&"kvm".to_string()), kvm, "/dev: {dev:?}");
+    assert_eq!(
+        rec["sizes"]["/guest/kernel"].as_u64(),
+        Some(std::fs::metadata(kernel).unwrap().len())
+    );
+}
+
+#[test]
+fn firecracker_linux_config_file() {
+    let Some(s) = setup() else { return };
+    let u = urunc(&s);
+    // Defaults from the configuration file; the spec sets no limits.
+    u.write_config("[monitors.firecracker]\ndefault_vcpus = 2\ndefault_memory_mb = 96\n");
+    let b = bundle("fc", &s, "linux", "firecracker");
+    let id = unique("fc");
+    let rec = lifecycle(&u, &b, &id);
+    assert_eq!(
+        strs(&rec["argv"]),
+        [
+            s.bin_dir.join("firecracker").display().to_string(),
+            "--no-api".into(),
+            "--config-file".into(),
+            "/guest/firecracker.json".into(),
+            "--no-seccomp".into(),
+        ]
+    );
+    let cfg: Value =
+        serde_json::from_str(rec["files"]["/guest/firecracker.json"].as_str().unwrap()).unwrap();
+    assert_eq!(cfg["boot-source"]["kernel_image_path"], "/guest/kernel");
+    assert_eq!(
+        cfg["boot-source"]["boot_args"],
+        "console=ttyS0 panic=-1 quiet init=/app GREETING=hi -- \"hello world\""
+    );
+    assert_eq!(cfg["machine-config"]["vcpu_count"], 2);
+    assert_eq!(cfg["machine-config"]["mem_size_mib"], 96);
+    assert_eq!(cfg["network-interfaces"], serde_json::json!([]));
+    assert_eq!(
+        strs(&rec["guest"]),
+        ["firecracker.json", "kernel"],
+        "only the kernel and the config file"
+    );
+    assert_confined(&rec, &s.kernel, true);
+    assert_eq!(rec["seccomp"], "0");
+}
+
+#[test]
+fn cloud_hypervisor_linux_spec_limits_win() {
+    let Some(s) = setup() else { return };
+    let u = urunc(&s);
+    u.write_config("[monitors.cloud-hypervisor]\ndefault_memory_mb = 512\n");
+    let mut b = bundle("ch", &s, "linux", "cloud-hypervisor");
+    b.memory_limit(128 << 20);
+    let id = unique("ch");
+    let rec = lifecycle(&u, &b, &id);
+    assert_eq!(
+        strs(&rec["argv"])[1..],
+        [
+            "--memory",
+            "size=128M",
+            "--cpus",
+            "boot=1",
+            "--kernel",
+            "/guest/kernel",
+            "--console",
+            "off",
+            "--serial",
+            "tty",
+            "--seccomp",
+            "false",
+            "--cmdline",
+            "console=ttyS0 panic=-1 quiet init=/app GREETING=hi -- \"hello world\"",
+        ]
+    );
+    assert_confined(&rec, &s.kernel, true);
+}
+
+#[test]
+fn solo5_hvt_mirage_binary_from_config() {
+    let Some(s) = setup() else { return };
+    // Not on PATH: only the configuration file names it.
+    let elsewhere = s.bin_dir.parent().unwrap().join("opt");
+    recorder::install(&s.recorder, &elsewhere, &["my-hvt"]);
+    let u = Urunc::new(URUNC);
+    u.write_config(&format!(
+        "[monitors.solo5-hvt]\nbinary_path = \"{}\"\nextra_args = [\"--x-extra\"]\n",
+        elsewhere.join("my-hvt").display()
+    ));
+    let b = bundle("hvt", &s, "mirage", "solo5-hvt");
+    let id = unique("hvt");
+    let rec = lifecycle(&u, &b, &id);
+    assert_eq!(
+        strs(&rec["argv"]),
+        [
+            elsewhere.join("my-hvt").display().to_string(),
+            "--mem=256".into(),
+            "--x-extra".into(),
+            "--".into(),
+            "/guest/kernel".into(),
+            "/app \"hello world\"".into(),
+        ]
+    );
+    assert_confined(&rec, &s.kernel, true);
+}
+
+#[test]
+fn solo5_spt_rumprun_as_a_user_without_kvm() {
+    let Some(s) = setup() else { return };
+    let u = urunc(&s);
+    let mut b = bundle("spt", &s, "rumprun", "solo5-spt");
+    b.user(1000, 1000);
+    let id = unique("spt");
+    let rec = lifecycle(&u, &b, &id);
+    assert_eq!(
+        strs(&rec["argv"])[1..],
+        [
+            "--mem=256",
+            "--",
+            "/guest/kernel",
+            r#"{"cmdline":"/app hello world","env":"GREETING=hi"}"#,
+        ]
+    );
+    assert_eq!(rec["uid"], 1000);
+    assert_eq!(rec["gid"], 1000);
+    assert_confined(&rec, &s.kernel, false);
+}
+
+#[test]
+fn the_config_is_fixed_at_create() {
+    let Some(s) = setup() else { return };
+    let u = urunc(&s);
+    u.write_config("[monitors.solo5-spt]\ndefault_memory_mb = 32\n");
+    let b = bundle("fixed", &s, "mirage", "solo5-spt");
+    let id = unique("fixed");
+    let out = u.create(&b, &id);
+    assert!(out.status.success(), "create\n{}", output_text(&out));
+    // An edit (even a broken one) after create changes nothing for this container.
+    u.write_config("[monitors.solo5-spt]\ndefault_memory_mb = 64\nbroken = \n");
+    let out = u.start(&id);
+    assert!(out.status.success(), "start\n{}", output_text(&out));
+    assert!(u.wait_status(&id, "stopped", WAIT));
+    let rec = recorder::parse(&u.console(&id)).expect("a record");
+    assert_eq!(strs(&rec["argv"])[1], "--mem=32");
+    let state = u.state_json(&id).unwrap();
+    assert_eq!(state["status"], "stopped");
+    let out = u.delete(&id);
+    assert!(out.status.success(), "delete\n{}", output_text(&out));
+    assert_eq!(u.leftovers(&b, &id), Vec::<String>::new());
+}
+
+#[test]
+fn clear_errors_at_create() {
+    let Some(s) = setup() else { return };
+    let u = Urunc::new(URUNC).env("PATH", "/usr/bin:/bin");
+    // Not installed.
+    let b = bundle("missing", &s, "linux", "firecracker");
+    let out = u.create(&b, &unique("missing"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("firecracker is not installed"), "{err}");
+    // An unsupported combination lists what is supported.
+    let b = bundle("combo", &s, "rumprun", "qemu");
+    let out = u.create(&b, &unique("combo"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot run on hypervisor \"qemu\"") && err.contains("solo5-hvt, solo5-spt"),
+        "{err}"
+    );
+    // An invalid configuration file names its line.
+    u.write_config("[log]\nlevel = \"info\"\nbogus = 1\n");
+    let b = bundle("cfg", &s, "linux", "qemu");
+    let out = u.create(&b, &unique("cfg"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3, column 1") && err.contains("unknown field `bogus`"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(u.root()).unwrap().count(),
+        0,
+        "nothing left in the state root"
+    );
+}

@@ -1,0 +1,89 @@
+//! Cloud Hypervisor: everything on its command line. The guest's console is the
+//! serial port on the container's stdio (`--console off --serial tty`); its own
+//! seccomp filter follows the container spec (`--seccomp true|false`).
+
+use super::{Monitor, NetConfig, VmConfig};
+
+pub struct CloudHypervisor;
+
+impl Monitor for CloudHypervisor {
+    fn name(&self) -> &'static str {
+        "cloud-hypervisor"
+    }
+
+    fn default_binary(&self) -> String {
+        "cloud-hypervisor".into()
+    }
+
+    fn argv(&self, vm: &VmConfig, net: Option<&NetConfig>) -> Vec<String> {
+        let mut a: Vec<String> = vec![vm.binary.display().to_string()];
+        let mut push = |items: &[&str]| a.extend(items.iter().map(|s| s.to_string()));
+        push(&["--memory", &format!("size={}M", vm.memory_mib)]);
+        push(&["--cpus", &format!("boot={}", vm.vcpus)]);
+        push(&["--kernel", &vm.kernel.display().to_string()]);
+        if let Some(initrd) = &vm.initrd {
+            push(&["--initramfs", &initrd.display().to_string()]);
+        }
+        push(&["--console", "off", "--serial", "tty"]);
+        push(&["--seccomp", if vm.seccomp { "true" } else { "false" }]);
+        if let Some(n) = net {
+            push(&["--net", &format!("tap={},mac={}", n.tap, n.mac)]);
+        }
+        if let Some(b) = &vm.block {
+            push(&["--disk", &format!("path={}", b.display())]);
+        }
+        a.extend(vm.devices.monitor_args.iter().cloned());
+        a.extend(vm.extra_args.iter().cloned());
+        a.extend(["--cmdline".to_string(), vm.cmdline.clone()]);
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::{net, vm as base};
+    use super::*;
+    use std::path::PathBuf;
+
+    #[test]
+    fn golden_without_network() {
+        let v = base("/usr/bin/cloud-hypervisor");
+        assert_eq!(
+            CloudHypervisor.argv(&v, None),
+            [
+                "/usr/bin/cloud-hypervisor",
+                "--memory",
+                "size=256M",
+                "--cpus",
+                "boot=1",
+                "--kernel",
+                "/guest/kernel",
+                "--console",
+                "off",
+                "--serial",
+                "tty",
+                "--seccomp",
+                "false",
+                "--cmdline",
+                "console=ttyS0 panic=-1 quiet",
+            ]
+        );
+        assert_eq!(CloudHypervisor.devices(&v), vec!["/dev/kvm"]);
+    }
+
+    #[test]
+    fn golden_with_network_initrd_and_block() {
+        let mut v = base("/usr/bin/cloud-hypervisor");
+        v.initrd = Some(PathBuf::from("/guest/initrd"));
+        v.block = Some(PathBuf::from("/guest/block"));
+        v.seccomp = true;
+        v.vcpus = 2;
+        assert_eq!(
+            CloudHypervisor.argv(&v, Some(&net())).join(" "),
+            "/usr/bin/cloud-hypervisor --memory size=256M --cpus boot=2 --kernel /guest/kernel \
+             --initramfs /guest/initrd --console off --serial tty --seccomp true \
+             --net tap=urunc0a1b2c3d4e,mac=02:42:0a:58:00:07 --disk path=/guest/block \
+             --cmdline console=ttyS0 panic=-1 quiet"
+        );
+    }
+}
