@@ -54,6 +54,10 @@ impl Blob {
 /// A built single-layer image: layer, config and manifest blobs.
 #[derive(Clone, Debug)]
 pub struct Image {
+    /// The base image's layers (bottom first), below [`Image::layer`].
+    pub base: Vec<Blob>,
+    /// Their diff IDs.
+    pub base_diff_ids: Vec<String>,
     /// The gzip-compressed layer.
     pub layer: Blob,
     /// `sha256:<hex>` of the uncompressed layer tar.
@@ -73,6 +77,16 @@ impl Image {
             diff_id,
         } = layer::write_layer(&b.entries)?;
         let layer = Blob::new(MEDIA_TYPE_LAYER_GZIP, compressed);
+        let base: Vec<Blob> = b
+            .base
+            .iter()
+            .map(|l| Blob::new(l.media_type, l.data.clone()))
+            .collect();
+        let base_diff_ids: Vec<String> = b.base.iter().map(|l| l.diff_id.clone()).collect();
+        let mut diff_ids: Vec<&str> = base_diff_ids.iter().map(String::as_str).collect();
+        diff_ids.push(&diff_id);
+        let mut layers: Vec<Descriptor<'_>> = base.iter().map(Blob::descriptor).collect();
+        layers.push(layer.descriptor());
         let config = json::to_vec(&json::ImageConfig {
             created: CREATED,
             architecture: &b.architecture,
@@ -80,7 +94,7 @@ impl Image {
             config: &b.config,
             rootfs: RootFs {
                 kind: "layers",
-                diff_ids: vec![&diff_id],
+                diff_ids,
             },
         });
         let config = Blob::new(MEDIA_TYPE_CONFIG, config);
@@ -88,11 +102,13 @@ impl Image {
             schema_version: 2,
             media_type: MEDIA_TYPE_MANIFEST,
             config: config.descriptor(),
-            layers: vec![layer.descriptor()],
+            layers,
             annotations: b.annotations.clone(),
         });
         let manifest = Blob::new(MEDIA_TYPE_MANIFEST, manifest);
         Ok(Image {
+            base,
+            base_diff_ids,
             layer,
             diff_id,
             config,
@@ -129,10 +145,18 @@ impl Image {
         let docker = json::to_vec(&[DockerManifest {
             config: self.config.layout_path(),
             repo_tags: vec![&reference.full],
-            layers: vec![self.layer.layout_path()],
+            layers: self
+                .base
+                .iter()
+                .chain(std::iter::once(&self.layer))
+                .map(Blob::layout_path)
+                .collect(),
         }]);
-        let mut blobs = [&self.layer, &self.config, &self.manifest];
+        let mut blobs: Vec<&Blob> = self.base.iter().collect();
+        blobs.extend([&self.layer, &self.config, &self.manifest]);
         blobs.sort_by(|a, b| a.digest.cmp(&b.digest));
+        // Two base layers with the same content are one blob.
+        blobs.dedup_by(|a, b| a.digest == b.digest);
         let mut files: Vec<(String, Vec<u8>)> = blobs
             .iter()
             .map(|b| (b.layout_path(), b.data.clone()))

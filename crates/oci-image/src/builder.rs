@@ -1,6 +1,7 @@
 //! [`ImageBuilder`]: collects the image's filesystem and configuration.
 
 use crate::archive::Image;
+use crate::base::BaseLayer;
 use crate::json::ContainerConfig;
 use crate::path::normalize;
 use crate::{io_err, Error, Result};
@@ -37,6 +38,7 @@ pub struct ImageBuilder {
     pub(crate) annotations: BTreeMap<String, String>,
     pub(crate) architecture: String,
     pub(crate) os: String,
+    pub(crate) base: Vec<BaseLayer>,
 }
 
 impl Default for ImageBuilder {
@@ -54,6 +56,7 @@ impl ImageBuilder {
             annotations: BTreeMap::new(),
             architecture: "amd64".to_string(),
             os: "linux".to_string(),
+            base: Vec::new(),
         }
     }
 
@@ -156,6 +159,15 @@ impl ImageBuilder {
         Ok(self)
     }
 
+    /// What was added at `dest` so far: `Some(true)` a regular file, `Some(false)`
+    /// a directory or symlink, `None` nothing (or an invalid path).
+    pub fn added(&self, dest: &str) -> Option<bool> {
+        let path = normalize(dest).ok()?;
+        self.entries
+            .get(&path)
+            .map(|e| matches!(e, Entry::File { .. }))
+    }
+
     /// Sets the entrypoint (`Entrypoint`).
     pub fn entrypoint<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, argv: I) -> &mut Self {
         self.config.entrypoint = Some(argv.into_iter().map(Into::into).collect());
@@ -211,6 +223,13 @@ impl ImageBuilder {
     pub fn platform(&mut self, os: &str, architecture: &str) -> &mut Self {
         self.os = os.to_string();
         self.architecture = architecture.to_string();
+        self
+    }
+
+    /// Puts `layers` (of a base image, bottom first) below the layer this builder
+    /// writes; they are stored as they are.
+    pub fn base_layers(&mut self, layers: Vec<BaseLayer>) -> &mut Self {
+        self.base = layers;
         self
     }
 

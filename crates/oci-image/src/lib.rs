@@ -27,6 +27,7 @@
 //! ```
 
 mod archive;
+mod base;
 mod builder;
 mod json;
 mod layer;
@@ -35,6 +36,7 @@ mod reference;
 mod tarutil;
 
 pub use archive::{Blob, Image};
+pub use base::{BaseImage, BaseLayer};
 pub use builder::ImageBuilder;
 pub use json::ContainerConfig;
 pub use reference::ImageRef;
@@ -49,6 +51,8 @@ pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+jso
 pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// Media type of a gzip-compressed OCI layer.
 pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+/// Media type of an uncompressed OCI layer (base images may have them).
+pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 
 /// Manifest annotation containerd uses as the image name on import.
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -76,6 +80,9 @@ pub enum Error {
     /// An entry needs a parent directory, but a file or symlink is there.
     #[error("{0:?} is not a directory but has entries below it")]
     NotADirectory(String),
+    /// A base image (`FROM`) that cannot be read.
+    #[error("base image {0}: {1}")]
+    BadBase(PathBuf, String),
     /// The image reference cannot name an image in an archive.
     #[error("invalid image reference {0:?}: {1}")]
     InvalidReference(String, &'static str),

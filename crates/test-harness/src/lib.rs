@@ -36,12 +36,17 @@ pub mod bundle;
 mod cleanup;
 mod command;
 mod containerd;
+mod docker;
 pub mod fixtures;
+mod podman;
+pub mod recorder;
 mod skip;
 
 pub use cleanup::{mounts_under, pids_with_arg};
 pub use command::output_text;
 pub use containerd::{Containerd, ContainerdBuilder, DEFAULT_NAMESPACE};
+pub use docker::{Dockerd, DOCKER, DOCKERD};
+pub use podman::{Podman, PODMAN_RUN_ULIMITS};
 pub use skip::{find_tool, is_root, require_root_and_tools, skip_or_fail, REQUIRE_ENV};
 
 use anyhow::{ensure, Result};

@@ -16,8 +16,12 @@
 //! can be known while packing (unknown guest type or monitor, a kernel command line the
 //! guest type cannot carry) is refused here with one clear message.
 
+mod build;
+pub mod containerfile;
 mod elf;
 pub mod uruncjson;
+
+pub use build::{BuildOptions, KNOWN_KEYS};
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -176,6 +180,7 @@ impl PackOptions {
             env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
             initrd: initrd_dest.is_some(),
             version: version.clone(),
+            block_mount: None,
         };
         guest.cmdline(&setup).map_err(|e| {
             anyhow!(
@@ -268,6 +273,10 @@ impl PackOptions {
         }
         if !self.cmd.is_empty() {
             b.cmd(self.cmd.iter().cloned());
+        } else if let Some(c) = config.get(KEY_CMDLINE) {
+            // Docker refuses to run an image without a command: the cmdline's words
+            // (what urunc uses when the container has no args anyway).
+            b.cmd(c.split_whitespace());
         }
         Ok(b)
     }
@@ -276,26 +285,33 @@ impl PackOptions {
     /// is written next to `output` first and renamed, so a failed pack leaves none.
     pub fn pack(&self, output: &Path) -> Result<Packed> {
         let packed = self.build()?;
-        let name = output
-            .file_name()
-            .ok_or_else(|| anyhow!("--output {}: not a file name", output.display()))?;
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(name);
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        let tmp = output.with_file_name(tmp_name);
-        let written = packed
-            .image
-            .write_oci_archive(&tmp, &packed.reference)
-            .map_err(|e| anyhow!("--output {}: {e}", output.display()))
-            .and_then(|()| {
-                fs::rename(&tmp, output).with_context(|| format!("--output {}", output.display()))
-            });
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            return Err(e);
-        }
+        write_archive(&packed, output)?;
         Ok(packed)
     }
+}
+
+/// Writes `packed` as an OCI image-layout tar to `output`: next to it first, then
+/// renamed, so a failed write leaves no archive.
+pub(crate) fn write_archive(packed: &Packed, output: &Path) -> Result<()> {
+    let name = output
+        .file_name()
+        .ok_or_else(|| anyhow!("--output {}: not a file name", output.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = output.with_file_name(tmp_name);
+    let written = packed
+        .image
+        .write_oci_archive(&tmp, &packed.reference)
+        .map_err(|e| anyhow!("--output {}: {e}", output.display()))
+        .and_then(|()| {
+            fs::rename(&tmp, output).with_context(|| format!("--output {}", output.display()))
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
 }
 
 /// Splits a `KEY=VALUE` environment entry. The key must be non-empty and free of `=`,
@@ -347,7 +363,7 @@ fn file_name(flag: &str, path: &Path) -> Result<String> {
 /// letters and digits joined by `.`, `_`, `__` or dashes; a tag of up to 128 word
 /// characters, dots and dashes not starting with either. (The domain, the first
 /// component when it has a dot or a port or is `localhost`, is not checked.)
-fn check_reference(full: &str) -> std::result::Result<(), String> {
+pub(crate) fn check_reference(full: &str) -> std::result::Result<(), String> {
     let (name, tag) = full.rsplit_once(':').ok_or("no tag")?;
     let tag_ok = tag.len() <= 128
         && !tag.starts_with(['.', '-'])
@@ -377,7 +393,7 @@ fn check_reference(full: &str) -> std::result::Result<(), String> {
 }
 
 /// `urunc.local/<name>:latest`, with the name lowered to what references allow.
-fn default_name(kernel_name: &str) -> String {
+pub(crate) fn default_name(kernel_name: &str) -> String {
     // Letters and digits stay; a run of anything else becomes one separator: itself
     // when it is a single '.', '_' or '-', else '-'.
     let mut repo = String::new();
@@ -403,7 +419,7 @@ fn default_name(kernel_name: &str) -> String {
 }
 
 /// The host's architecture in GOARCH terms, for kernels that are not ELF files.
-fn host_architecture() -> &'static str {
+pub(crate) fn host_architecture() -> &'static str {
     match std::env::consts::ARCH {
         "x86_64" => "amd64",
         "aarch64" => "arm64",

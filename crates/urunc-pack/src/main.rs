@@ -19,7 +19,8 @@ use urunc_pack::{PackOptions, DEFAULT_MONITOR};
         "annotations. Import the archive with `ctr images import`, `docker load` or `podman load`.\n\n",
         "Example:\n",
         "  urunc-pack --kernel vmlinux --initrd initrd.cpio --type linux \\\n",
-        "      --cmd /bin/report --cmd hello --name urunc.local/demo/hello:latest --output hello.tar"
+        "      --cmd /bin/report --cmd hello --name urunc.local/demo/hello:latest --output hello.tar\n\n",
+        "From a Containerfile: urunc-pack build -f Containerfile -o image.tar (see urunc-pack build --help)"
     )
 )]
 struct Cli {
@@ -58,7 +59,73 @@ struct Cli {
     output: PathBuf,
 }
 
+/// `urunc-pack build`: an image from a Containerfile.
+#[derive(Parser, Debug)]
+#[command(
+    name = "urunc-pack build",
+    about = "Build a urunc image from a Containerfile",
+    after_help = concat!(
+        "Instructions: FROM scratch | FROM <image tar or OCI layout dir>, COPY src... dst,\n",
+        "LABEL com.urunc.unikernel.<key>=value, ENV, CMD, ENTRYPOINT, WORKDIR, USER.\n",
+        "Required labels: com.urunc.unikernel.unikernelType and com.urunc.unikernel.binary\n",
+        "(hypervisor defaults to qemu). A base image keeps its layers, entrypoint, cmd and env.\n\n",
+        "Example Containerfile:\n",
+        "  FROM scratch\n",
+        "  COPY testkernel.elf /boot/kernel\n",
+        "  LABEL com.urunc.unikernel.unikernelType=unikraft com.urunc.unikernel.binary=/boot/kernel\n",
+        "  CMD [\"hello\"]"
+    )
+)]
+struct BuildCli {
+    /// The Containerfile
+    #[arg(
+        long = "file",
+        short = 'f',
+        value_name = "FILE",
+        default_value = "Containerfile"
+    )]
+    file: PathBuf,
+    /// Directory of COPY sources and relative FROM paths [default: the file's directory]
+    #[arg(long, value_name = "DIR")]
+    context: Option<PathBuf>,
+    /// The image reference [default: urunc.local/<binary file name>:latest]
+    #[arg(long, value_name = "REF")]
+    name: Option<String>,
+    /// The OCI image archive to write
+    #[arg(long, short, value_name = "FILE.tar")]
+    output: PathBuf,
+}
+
+fn fail(e: anyhow::Error) -> ExitCode {
+    let msg = format!("{e:#}").replace('\n', " ");
+    eprintln!("urunc-pack: error: {msg}");
+    ExitCode::FAILURE
+}
+
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == "build") {
+        let cli = BuildCli::parse_from(std::env::args_os().skip(1));
+        let opts = urunc_pack::BuildOptions {
+            file: cli.file,
+            context: cli.context,
+            name: cli.name,
+        };
+        return match opts.pack(&cli.output) {
+            Ok(p) => {
+                println!(
+                    "{}: {} ({} guest on {}, kernel {}, manifest {})",
+                    cli.output.display(),
+                    p.reference,
+                    p.config[urunc::unikernel::KEY_TYPE],
+                    p.config[urunc::unikernel::KEY_HYPERVISOR],
+                    p.config[urunc::unikernel::KEY_BINARY],
+                    p.image.manifest.digest
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(e),
+        };
+    }
     let cli = Cli::parse();
     let opts = PackOptions {
         kernel: cli.kernel,
@@ -85,11 +152,7 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            let msg = format!("{e:#}").replace('\n', " ");
-            eprintln!("urunc-pack: error: {msg}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(e),
     }
 }
 
@@ -101,6 +164,7 @@ mod tests {
     #[test]
     fn definition_is_consistent() {
         Cli::command().debug_assert();
+        BuildCli::command().debug_assert();
         assert_eq!(
             urunc_pack::BOOT_DIR,
             "/boot",

@@ -181,8 +181,13 @@ fn unikraft_without_initrd_or_cmd() {
     assert_eq!(packed.reference, "urunc.local/vmlinux:latest");
     assert!(!packed.config.contains_key(KEY_INITRD));
     assert_eq!(packed.config[KEY_CMDLINE], "hello world");
+    // Without --cmd the image's Cmd is the cmdline's words: Docker refuses to run an
+    // image that has no command, and urunc uses those words for an argless container.
     let config = json(&packed.image.config);
-    assert!(config["config"].get("Cmd").is_none_or(|c| c.is_null()));
+    assert_eq!(
+        config["config"]["Cmd"],
+        serde_json::json!(["hello", "world"])
+    );
 }
 
 #[test]
@@ -232,15 +237,20 @@ fn errors_name_what_is_wrong() {
     assert!(err(&o).contains("--initrd") && err(&o).contains("not a regular file"));
 
     let mut o = base.clone();
-    o.unikernel_type = "rumprun".into();
-    assert_eq!(
-        err(&o),
-        "unknown unikernel type \"rumprun\" (known: linux, unikraft)"
+    o.unikernel_type = "nosuchguest".into();
+    assert!(
+        err(&o).starts_with("unknown unikernel type \"nosuchguest\" (known: linux, "),
+        "{}",
+        err(&o)
     );
 
     let mut o = base.clone();
-    o.monitor = "firecracker".into();
-    assert_eq!(err(&o), "unknown monitor \"firecracker\" (known: qemu)");
+    o.monitor = "nosuchmonitor".into();
+    assert!(
+        err(&o).starts_with("unknown monitor \"nosuchmonitor\" (known: "),
+        "{}",
+        err(&o)
+    );
 
     for bad in ["NOEQUALS", "=value", "A B=1"] {
         let mut o = base.clone();
