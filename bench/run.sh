@@ -16,7 +16,12 @@
 #     from urunc's state of a capture run) with /guest/kernel and /guest/initrd replaced
 #     by the same files on the host. Same kernel, initrd, command line and accelerator.
 #     Two guests: the tiny test kernel (target: at most bare + 60 ms) and the Debian
-#     Linux guest with its busybox initrd (target: at most 1.10 x bare).
+#     Linux guest with its busybox initrd (target: at most 1.10 x bare). The test kernel
+#     also runs through our own shim (`--runtime io.containerd.urunc.v2`), next to the
+#     runc-shim path (target: no slower).
+# P3  shim memory. RSS and PSS (smaps_rollup) of containerd-shim-urunc-v2 serving one
+#     running test-kernel container vs containerd's Go containerd-shim-runc-v2 serving
+#     one runc busybox container. Target: ours at most 0.35 x the Go shim's.
 #
 # Method: for each pair, warm-up runs of both sides, then N rounds alternating which
 # side goes first; every run is checked (exit status, expected console output) and a
@@ -73,9 +78,10 @@ BUSYBOX=${BUSYBOX:-/bin/busybox}
 
 URUNC=$ROOT/target/release/urunc
 PACK=$ROOT/target/release/urunc-pack
-if [[ ! -x $URUNC || ! -x $PACK ]]; then
+SHIM=$ROOT/target/release/containerd-shim-urunc-v2
+if [[ ! -x $URUNC || ! -x $PACK || ! -x $SHIM ]]; then
 	log "building the release binaries"
-	(cd "$ROOT" && cargo build --release --quiet -p urunc-cli -p urunc-pack)
+	(cd "$ROOT" && cargo build --release --quiet -p urunc-cli -p urunc-pack -p containerd-shim-urunc-v2)
 fi
 FIX=${URUNC_FIXTURES:-/var/cache/urunc-fixtures}
 TESTKERNEL=$FIX/testkernel/testkernel.elf
@@ -232,6 +238,10 @@ mkdir -p "$W/p2"
 "$PACK" --kernel "$VMLINUX" --initrd "$INITRD" --type linux --cmd /bin/report --cmd hello \
 	--name urunc.local/bench/linux:latest --output "$W/p2/linux.tar" >/dev/null
 export URUNC_QEMU_ACCEL=$P2_ACCEL
+# containerd puts <opt>/bin first on the PATH it gives shims: our shim and the urunc it
+# runs are found there.
+mkdir -p "$W/containerd/opt/bin"
+cp "$SHIM" "$URUNC" "$W/containerd/opt/bin/"
 pc_start "$W/containerd" urunc-bench || die "containerd did not start"
 for t in testkernel linux; do pc_ctr images import "$W/p2/$t.tar" >/dev/null; done
 
@@ -245,10 +255,16 @@ root=; prev=; last=; cmd=
 for a in "\$@"; do
 	[ "\$prev" = --root ] && root=\$a
 	[ "\$a" = create ] && cmd=create
+	[ "\$a" = start ] && cmd=start
 	prev=\$a; last=\$a
 done
 if [ "\$cmd" = create ] && [ \$rc = 0 ]; then
 	cp "\$root/\$last/urunc-state.json" "$W/p2/captured-\$last.json"
+fi
+# With urunit, the guest's initrd is urunc's (the image's plus urunit and its
+# configuration, completed at start): keep it for the bare run.
+if [ "\$cmd" = start ] && [ \$rc = 0 ] && [ -f "\$root/\$last/initrd" ]; then
+	cp "\$root/\$last/initrd" "$W/p2/captured-\$last.initrd"
 fi
 exit \$rc
 EOF
@@ -260,13 +276,16 @@ capture_argv() {
 	PC_URUNC=$W/p2/urunc-capture pc_run "$image" "$id" >"$W/p2/capture-$name.out" 2>&1 ||
 		die "P2 capture run of $image failed: $(tail -n 5 "$W/p2/capture-$name.out")"
 	[[ -s $W/p2/captured-$id.json ]] || die "P2: urunc state of the capture run not found (urunc-state.json)"
-	python3 - "$W/p2/captured-$id.json" "$kernel" "$initrd" >"$W/p2/argv-$name" <<-'EOF'
+	[[ -f $W/p2/captured-$id.initrd ]] && initrd=$W/p2/captured-$id.initrd
+	python3 - "$W/p2/captured-$id.json" "$kernel" "$initrd" "$W/p2/exit-status-$name" >"$W/p2/argv-$name" <<-'EOF'
 		import json, sys
-		state, kernel, initrd = sys.argv[1], sys.argv[2], sys.argv[3]
+		state, kernel, initrd, status = sys.argv[1:5]
 		plan = json.load(open(state))["plan"]
 		host = {"com.urunc.unikernel.binary": kernel, "com.urunc.unikernel.initrd": initrd}
 		subst = {f["target"]: host[f["key"]] for f in plan["files"]}
+		subst["/guest/initrd"] = initrd
 		argv = [subst.get(a, a) for a in plan["argv"]]
+		argv = [a.replace("path=/guest/exit-status", "path=" + status) for a in argv]
 		sys.stdout.write("\0".join(argv) + "\0")
 	EOF
 }
@@ -307,6 +326,14 @@ p2_floor_ctr() {
 p2_floor_bare() { "$W/p1/runc/rootfs/bin/true" </dev/null >/dev/null 2>&1; }
 
 p2_tk_ctr() { p2_ctr urunc.local/bench/testkernel:latest URUNC-TESTKERNEL-DONE; }
+p2_tk_shim() {
+	local id=p2-shim-$$-$((P2_ID++))
+	pc_ctr run --rm --fifo-dir "$PC_DIR/fifo" --runtime io.containerd.urunc.v2 \
+		urunc.local/bench/testkernel:latest "$id" </dev/null >"$W/p2/out" 2>&1 &&
+		grep -q URUNC-TESTKERNEL-DONE "$W/p2/out" && return 0
+	tail -n 20 "$W/p2/out" >&2
+	return 1
+}
 p2_tk_bare() { p2_bare URUNC-TESTKERNEL-DONE "${ARGV_TK[@]}"; }
 p2_lx_ctr() { p2_ctr urunc.local/bench/linux:latest URUNC-LINUX-GUEST-DONE; }
 p2_lx_bare() { p2_bare URUNC-LINUX-GUEST-DONE "${ARGV_LX[@]}"; }
@@ -315,8 +342,48 @@ log "P2: $WARMUP warm-up + $N rounds, containerd floor (ctr run --rm runc /bin/t
 bench_pair P2FL p2_floor_ctr p2_floor_bare
 log "P2: $WARMUP warm-up + $N rounds, test kernel (ctr run --rm vs bare QEMU)"
 bench_pair P2TK p2_tk_ctr p2_tk_bare
+log "P2: $WARMUP warm-up + $N rounds, test kernel (our shim vs containerd's runc shim driving urunc)"
+bench_pair P2SH p2_tk_shim p2_tk_ctr
 log "P2: $WARMUP warm-up + $N rounds, Linux guest (ctr run --rm vs bare QEMU)"
 bench_pair P2LX p2_lx_ctr p2_lx_bare
+
+# ----------------------------------------------------------------- P3 shim memory
+# kB of RSS and PSS of the shim serving container ID (its pid from the -id argument).
+shim_mem() { # SHIM-NAME ID
+	local pid
+	pid=$(pgrep -f -- "$1 .*-id $2( |\$)" | head -n 1)
+	[[ -n $pid ]] || pid=$(pgrep -f -- "$1.*$2" | head -n 1)
+	[[ -n $pid ]] || return 1
+	awk '/^Rss:/ { r = $2 } /^Pss:/ { p = $2 } END { print r, p }' "/proc/$pid/smaps_rollup"
+}
+p3_measure() { # RUNTIME-ARGS... -- IMAGE-OR-ROOTFS ID ARGS
+	local id=$1 shim=$2
+	shift 2
+	pc_ctr run -d --fifo-dir "$PC_DIR/fifo" "$@" >/dev/null 2>&1 || return 1
+	sleep 1
+	P3_LAST=$(shim_mem "$shim" "$id") || P3_LAST=''
+	pc_ctr task kill -s KILL "$id" >/dev/null 2>&1
+	for _ in $(seq 50); do
+		pc_ctr task ls 2>/dev/null | grep -q "^$id .*RUNNING" || break
+		sleep 0.1
+	done
+	pc_ctr task delete "$id" >/dev/null 2>&1
+	pc_ctr container rm "$id" >/dev/null 2>&1
+	[[ -n $P3_LAST ]]
+}
+P3_RUNS=$(( N < 5 ? N : 5 ))
+log "P3: shim memory, $P3_RUNS runs each (our shim + test kernel vs Go shim + runc busybox)"
+P3_OURS=() P3_GO=()
+for ((i = 0; i < P3_RUNS; i++)); do
+	id=p3-urunc-$$-$i
+	p3_measure "$id" containerd-shim-urunc-v2 --runtime io.containerd.urunc.v2 \
+		urunc.local/bench/testkernel:latest "$id" wait || die "P3: our shim run failed"
+	P3_OURS+=("$P3_LAST")
+	id=p3-runc-$$-$i
+	p3_measure "$id" containerd-shim-runc-v2 --runtime io.containerd.runc.v2 \
+		--rootfs "$W/p1/runc/rootfs" "$id" /bin/busybox sleep 600 || die "P3: Go shim run failed"
+	P3_GO+=("$P3_LAST")
+done
 
 # ----------------------------------------------------------------- report
 row() { # PAIR LABEL-A LABEL-B TARGET-KIND TARGET-VALUE
@@ -340,6 +407,21 @@ row() { # PAIR LABEL-A LABEL-B TARGET-KIND TARGET-VALUE
 	printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "$2 vs $3" "$a" "$b" "$diff" "$ratio" "$target" "$verdict"
 }
 
+p3_row() { # medians of RSS and PSS in MB, and the ratios (target 0.35)
+	local field name ours go
+	for field in 1 2; do
+		name=$([[ $field == 1 ]] && echo RSS || echo PSS)
+		ours=$(printf '%s\n' "${P3_OURS[@]}" | awk -v f="$field" '{ print $f }')
+		go=$(printf '%s\n' "${P3_GO[@]}" | awk -v f="$field" '{ print $f }')
+		# shellcheck disable=SC2086
+		set -- "$(median_ms $ours)" "$(median_ms $go)"
+		printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "P3 shim $name (MB): ours vs Go runc shim" "$1" "$2" \
+			"$(awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f", a - b }')" \
+			"$(awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }')" "A/B <= 0.35" \
+			"$(awk -v a="$1" -v b="$2" 'BEGIN { print (a / b <= 0.35) ? "met" : "MISSED" }')"
+	done
+}
+
 report() {
 	echo "urunc benchmarks, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -r), $(nproc) CPUs"
 	echo "N=$N rounds (alternating order) after $WARMUP warm-up runs per side; medians in ms"
@@ -349,7 +431,9 @@ report() {
 	row P1 "P1 urunc, no-op VMM" "runc /bin/true" ratio 0.25
 	row P2FL "P2 floor: ctr run runc /bin/true" "bare" none
 	row P2TK "P2 ctr run test kernel" "bare QEMU" plus 60
+	row P2SH "P2 test kernel via our shim" "via Go runc shim" ratio 1.00
 	row P2LX "P2 ctr run Linux guest" "bare QEMU" ratio 1.10
+	p3_row
 	echo
 	echo "P1: create+start+delete --force, each runtime with its own --root; P2: ctr run --rm"
 	echo "through containerd's runc shim (urunc as --runc-binary) vs the same QEMU argv bare."
@@ -361,7 +445,7 @@ report() {
 	echo
 	echo "raw samples (ms):"
 	local pair side vals
-	for pair in P1 P2FL P2TK P2LX; do
+	for pair in P1 P2FL P2TK P2SH P2LX; do
 		for side in A B; do
 			eval "vals=(\"\${SAMPLES_${pair}_${side}[@]}\")"
 			printf '  %-5s %s: %s\n' "$pair" "$side" "$(printf '%s\n' "${vals[@]}" | awk '{ printf "%.1f ", $1 / 1000 }')"
