@@ -66,6 +66,8 @@ dist:
 	install -D -m 0755 $(DIST_OUT)/urunc dist/urunc_static_$(DIST_ARCH)
 	install -D -m 0755 $(DIST_OUT)/urunc-pack dist/urunc-pack_static_$(DIST_ARCH)
 	install -D -m 0755 $(DIST_OUT)/urunit dist/urunit_static_$(DIST_ARCH)
+	$(DIST_BUILD) -p urunc-deploy
+	install -D -m 0755 $(DIST_OUT)/urunc-deploy dist/urunc-deploy_static_$(DIST_ARCH)
 	if $(DIST_BUILD) -p containerd-shim-urunc-v2; then \
 		install -D -m 0755 $(DIST_OUT)/containerd-shim-urunc-v2 \
 			dist/containerd-shim-urunc-v2_$(DIST_ARCH); \

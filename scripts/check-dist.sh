@@ -35,5 +35,6 @@ check() { # FILE FLAG REQUIRED
 check "urunc_static_$ARCH" --version required
 check "urunc-pack_static_$ARCH" --help required
 check "urunit_static_$ARCH" --version required
+check "urunc-deploy_static_$ARCH" --version required
 check "containerd-shim-urunc-v2_$ARCH" -v optional
 exit $fail
