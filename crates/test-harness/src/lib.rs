@@ -36,6 +36,8 @@ pub mod bundle;
 mod cleanup;
 mod command;
 mod containerd;
+#[cfg(feature = "cri")]
+pub mod cri;
 mod docker;
 pub mod fixtures;
 mod podman;

@@ -15,6 +15,9 @@ use crate::bundle::Bundle;
 use crate::error::{Context, Error, Result};
 use crate::sys::{cgroups, process};
 
+/// How long `start` waits for the container process to exec its monitor.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
+
 impl Runtime {
     fn open(&self, id: &str) -> Result<(StateDir, State)> {
         let dir = StateDir::new(&self.root, id)?;
@@ -55,6 +58,7 @@ impl Runtime {
         // One byte: the process is past the FIFO; then EOF: it ran the startContainer
         // hooks and exec'd the monitor (or died), and the write end closed.
         let mut started = false;
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
         loop {
             let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
             let n =
@@ -67,6 +71,15 @@ impl Runtime {
                     Ok(_) | Err(nix::errno::Errno::EAGAIN) => {}
                     Err(e) => return Err(e).ctx(|| "read the exec FIFO".into()),
                 }
+            }
+            if std::time::Instant::now() > deadline {
+                // A start that never finishes would hang containerd's task start: fail
+                // it, with the process, so the caller gets an error and can clean up.
+                let _ = process::signal(st.pid, Signal::SIGKILL);
+                return Err(Error::Other(format!(
+                    "container {id:?} did not start its monitor within {} s (network setup or a startContainer hook is stuck); it was killed",
+                    START_TIMEOUT.as_secs()
+                )));
             }
             if !process::is_alive(st.pid, st.pid_start) {
                 if started {

@@ -31,6 +31,24 @@ pub const KEY_USE_DM_BLOCK: &str = "com.urunc.unikernel.useDMBlock";
 pub const KEY_VERSION: &str = "com.urunc.unikernel.unikernelVersion";
 pub const KEY_MOUNT_ROOTFS: &str = "com.urunc.unikernel.mountRootfs";
 
+/// The annotations by which containerd's CRI plugin and CRI-O mark a pod's sandbox
+/// (pause) container, and the value that does.
+const SANDBOX_TYPE_KEYS: &[&str] = &[
+    "io.kubernetes.cri.container-type",
+    "io.kubernetes.cri-o.ContainerType",
+];
+const SANDBOX_TYPE: &str = "sandbox";
+
+/// Whether the spec is a Kubernetes pod's sandbox (pause) container. It is never a
+/// unikernel: the CRI plugin copies the pod's annotations (`com.urunc.unikernel.*`
+/// among them, when a pod carries them) into its spec too, but it must stay the
+/// ordinary process that holds the pod's namespaces.
+pub fn is_pod_sandbox(annotations: &HashMap<String, String>) -> bool {
+    SANDBOX_TYPE_KEYS
+        .iter()
+        .any(|k| annotations.get(*k).is_some_and(|v| v == SANDBOX_TYPE))
+}
+
 const KNOWN_KEYS: &[&str] = &[
     KEY_TYPE,
     KEY_HYPERVISOR,
@@ -63,6 +81,9 @@ pub struct UnikernelConfig {
 impl UnikernelConfig {
     /// Reads the configuration for a bundle. `Ok(None)` means "not a unikernel container".
     pub fn load(annotations: &HashMap<String, String>, rootfs: &Path) -> Result<Option<Self>> {
+        if is_pod_sandbox(annotations) {
+            return Ok(None);
+        }
         let mut values: BTreeMap<String, (String, Source)> = BTreeMap::new();
         if let Some(json) = read_urunc_json(rootfs)? {
             for (k, v) in json {

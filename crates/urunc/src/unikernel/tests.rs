@@ -22,6 +22,21 @@ fn no_keys_means_not_a_unikernel() {
 }
 
 #[test]
+fn a_pod_sandbox_is_never_a_unikernel() {
+    let dir = tempfile::tempdir().unwrap();
+    for key in [
+        "io.kubernetes.cri.container-type",
+        "io.kubernetes.cri-o.ContainerType",
+    ] {
+        let mut a = ann(FULL);
+        a.insert(key.into(), "sandbox".into());
+        assert_eq!(UnikernelConfig::load(&a, dir.path()).unwrap(), None);
+        a.insert(key.into(), "container".into());
+        assert!(UnikernelConfig::load(&a, dir.path()).unwrap().is_some());
+    }
+}
+
+#[test]
 fn annotations_alone() {
     let dir = tempfile::tempdir().unwrap();
     let mut a = ann(FULL);
