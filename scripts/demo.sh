@@ -71,6 +71,7 @@ cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	set +e
+	if declare -F cni_cleanup >/dev/null; then cni_cleanup; fi
 	if [[ -n $WORK ]]; then
 		step "Cleaning up"
 		[[ -n $PC_PID ]] && info "stopping containerd (pid $PC_PID) and removing the containers"
@@ -99,7 +100,7 @@ trap 'exit 143' TERM
 # ----------------------------------------------------------------- packages
 step "Checking Debian packages"
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
-PACKAGES=(qemu-system-x86 containerd runc busybox-static cpio python3)
+PACKAGES=(qemu-system-x86 containerd runc busybox-static cpio python3 containernetworking-plugins iproute2 make)
 missing=()
 for p in "${PACKAGES[@]}"; do
 	if [[ $p == python3 ]] && command -v python3 >/dev/null; then continue; fi
@@ -117,7 +118,7 @@ for c in qemu-system-x86_64 containerd ctr runc; do
 done
 
 # ----------------------------------------------------------------- build
-step "Building urunc and urunc-pack (cargo build --release)"
+step "Building urunc, urunc-pack and urunit (make build)"
 CARGO=${CARGO:-}
 if [[ -z $CARGO ]]; then
 	if command -v cargo >/dev/null; then
@@ -138,8 +139,8 @@ fi
 [[ -n $CARGO ]] || die "cargo not found: install Rust 1.80 or newer (rustup), or set CARGO"
 info "(a first build takes a few minutes: release builds use LTO)"
 t=$(pc_ms)
-(cd "$ROOT" && "$CARGO" build --release --quiet -p urunc-cli -p urunc-pack)
-info "built $URUNC and $PACK in $(secs $(($(pc_ms) - t)))"
+(cd "$ROOT" && make --quiet build CARGO="$CARGO" >/dev/null)
+info "built $URUNC, $PACK and urunit (the guest init) in $(secs $(($(pc_ms) - t)))"
 
 # ----------------------------------------------------------------- fixtures
 step "Building the test guests (fixtures/)"
@@ -177,6 +178,23 @@ line=$("$PACK" --kernel "$LINUXDIR/vmlinux" --initrd "$LINUXDIR/initrd.cpio" --t
 info "  $line"
 info "  (packed in $(secs $(($(pc_ms) - t))); each image also carries /urunc.json)"
 
+# The web server guest: the same kernel, and an initrd that adds a page and the
+# virtio-net modules (listed in load-order.txt, which urunit loads) to the busybox one.
+# The kernel accepts concatenated cpio archives.
+IMG_WEB=urunc.local/demo/web:latest
+info "a Linux web server: the busybox initrd plus /www/index.html and the virtio-net modules"
+mkdir -p "$WORK/web/www" "$WORK/web/lib/modules"
+echo "<h1>Hello from a urunc VM</h1>" >"$WORK/web/www/index.html"
+NET_MODULES=(virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio virtio_pci failover net_failover virtio_net)
+for m in "${NET_MODULES[@]}"; do cp "$LINUXDIR/modules/$m.ko" "$WORK/web/lib/modules/"; done
+printf '%s\n' "${NET_MODULES[@]}" >"$WORK/web/lib/modules/load-order.txt"
+(cd "$WORK/web" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0) >"$WORK/web-extra.cpio"
+cat "$LINUXDIR/initrd.cpio" "$WORK/web-extra.cpio" >"$WORK/web-initrd.cpio"
+line=$("$PACK" --kernel "$LINUXDIR/vmlinux" --initrd "$WORK/web-initrd.cpio" --type linux \
+	--cmd /bin/busybox --cmd httpd --cmd -f --cmd -p --cmd 80 --cmd -h --cmd /www \
+	--name "$IMG_WEB" --output "$WORK/images/web.tar")
+info "  $line"
+
 # ----------------------------------------------------------------- containerd
 step "Starting a private containerd"
 t=$(pc_ms)
@@ -185,7 +203,7 @@ info "containerd pid $PC_PID, socket $PC_SOCK, ready in $(secs $(($(pc_ms) - t))
 info "urunc will run QEMU with URUNC_QEMU_ACCEL=$ACCEL ($WHY)"
 
 step "Importing the images"
-for tar in "$WORK/images/testkernel.tar" "$WORK/images/linux-hello.tar"; do
+for tar in "$WORK/images/testkernel.tar" "$WORK/images/linux-hello.tar" "$WORK/images/web.tar"; do
 	pc_ctr images import "$tar" | sed 's/^/    /'
 done
 
@@ -226,6 +244,74 @@ if [[ $ACCEL == tcg ]]; then
 fi
 run_guest "Running the Linux guest (Debian kernel + busybox initrd, unikernelType linux)" "$IMG_LX" \
 	"args: hello from a VM"
-info "the image's Cmd became rdinit=/bin/report and the words after '--' on the kernel command line"
+info "the image's Cmd ran as the guest's application, with its arguments and environment"
+
+step "Running a web server VM with a network (ctr run --cni)"
+# A private CNI network: Debian's bridge + host-local plugins, a conflist under a unique
+# name sorted first (ctr reads /etc/cni/net.d, plugins from /opt/cni/bin), a private
+# address range and IPAM directory; all removed afterwards.
+CNI_NAME=urunc-demo-$$
+CNI_CONF=/etc/cni/net.d/00-$CNI_NAME.conflist
+CNI_BRIDGE=urdemo$(($$ % 100000))
+CNI_SUBNET=10.252.$(($$ % 250 + 1))
+FORWARD_WAS=$(cat /proc/sys/net/ipv4/ip_forward)
+CNI_DIR_CREATED=''
+[[ -d /etc/cni/net.d ]] || CNI_DIR_CREATED=1
+mkdir -p /etc/cni/net.d
+CNI_BIN_LINK=''
+if [[ ! -e /opt/cni/bin ]]; then
+	mkdir -p /opt/cni
+	ln -s /usr/lib/cni /opt/cni/bin
+	CNI_BIN_LINK=1
+fi
+printf '%s\n' "{\"cniVersion\": \"1.0.0\", \"name\": \"$CNI_NAME\", \"plugins\": [{" \
+	"  \"type\": \"bridge\", \"bridge\": \"$CNI_BRIDGE\", \"isGateway\": true, \"ipMasq\": false," \
+	"  \"ipam\": {\"type\": \"host-local\", \"ranges\": [[{\"subnet\": \"$CNI_SUBNET.0/24\"}]]," \
+	"           \"routes\": [{\"dst\": \"0.0.0.0/0\"}], \"dataDir\": \"$WORK/cni-ipam\"}}]}" >"$CNI_CONF"
+cni_cleanup() {
+	rm -f "$CNI_CONF"
+	if [[ -n $CNI_BIN_LINK ]]; then
+		rm -f /opt/cni/bin
+		rmdir /opt/cni 2>/dev/null || true
+	fi
+	if [[ -n $CNI_DIR_CREATED ]]; then rmdir /etc/cni/net.d /etc/cni 2>/dev/null || true; fi
+	ip link del "$CNI_BRIDGE" 2>/dev/null || true
+	echo "$FORWARD_WAS" >/proc/sys/net/ipv4/ip_forward
+}
+WEB_ID=demo-web-$$
+info "ctr run --rm --cni --runtime io.containerd.runc.v2 --runc-binary $URUNC $IMG_WEB $WEB_ID"
+info "${DIM}(urunc redirects the container's eth0 traffic to a tap; the guest takes eth0's IP and MAC)${RESET}"
+t=$(pc_ms)
+pc_ctr run --rm --cni --fifo-dir "$PC_DIR/fifo" --runtime io.containerd.runc.v2 \
+	--runc-binary "$URUNC" "$IMG_WEB" "$WEB_ID" </dev/null >"$WORK/web.out" 2>&1 &
+WEB_CTR=$!
+NETJSON=/run/containerd/runc/$NS/$WEB_ID/network.json
+for _ in $(seq 600); do
+	[[ -s $NETJSON ]] && break
+	kill -0 "$WEB_CTR" 2>/dev/null || break
+	sleep 0.1
+done
+WEB_IP=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["address"])' "$NETJSON" 2>/dev/null || true)
+REPLY=''
+if [[ -n $WEB_IP ]]; then
+	info "the guest has $WEB_IP; asking it for / (busybox httpd in the VM)"
+	for _ in $(seq 240); do
+		REPLY=$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen("http://" + sys.argv[1] + "/", timeout=2).read().decode().strip())' "$WEB_IP" 2>/dev/null || true)
+		[[ -n $REPLY ]] && break
+		sleep 0.25
+	done
+fi
+ms=$(($(pc_ms) - t))
+pc_ctr task kill -s KILL "$WEB_ID" >/dev/null 2>&1 || true
+wait "$WEB_CTR" 2>/dev/null || true
+cni_cleanup
+if [[ $REPLY == *"Hello from a urunc VM"* ]]; then
+	info "HTTP reply: $REPLY"
+	info "${GREEN}ok${RESET}: first reply $(secs "$ms") after ctr run (accel $ACCEL); the VM was then killed"
+else
+	info "${RED}FAILED${RESET}: no HTTP reply from the guest (ip '${WEB_IP}') after $(secs "$ms")"
+	sed 's/^/      | /' "$WORK/web.out" | tail -n 20
+	FAILED=1
+fi
 
 ((FAILED == 0)) || die "a guest did not run as expected"
