@@ -22,6 +22,8 @@ use test_harness::bundle::{
 use test_harness::{fixtures, output_text, require_root_and_tools};
 
 const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
+const KEY_BLOCK: &str = "com.urunc.unikernel.block";
+const KEY_MOUNT_ROOTFS: &str = "com.urunc.unikernel.mountRootfs";
 
 /// What one row works with: a valid test-kernel bundle (`/boot/kernel`, args
 /// `["hello"]`), a runner with a JSON log and an id of its own.
@@ -183,6 +185,54 @@ const CASES: &[Case] = &[
             c.bundle
                 .symlink("/boot/escape", "../../../../../../etc/hostname");
             c.bundle.annotation(KEY_BINARY, "/boot/escape");
+            c.create()
+        },
+    ),
+    case(
+        "block-dotdot",
+        &[KEY_BLOCK, "escapes the container rootfs"],
+        |c| {
+            // A Linux guest takes a block device; the path leaves the rootfs.
+            c.bundle
+                .annotation(KEY_TYPE, "linux")
+                .annotation(KEY_BLOCK, "/../../../../etc/hostname");
+            c.create()
+        },
+    ),
+    case(
+        "block-symlink-escape",
+        &[KEY_BLOCK, "escapes the container rootfs"],
+        |c| {
+            c.bundle
+                .symlink("/disk/escape.img", "../../../../../../etc/hostname");
+            c.bundle
+                .annotation(KEY_TYPE, "linux")
+                .annotation(KEY_BLOCK, "/disk/escape.img");
+            c.create()
+        },
+    ),
+    case(
+        "block-for-a-guest-without-disks",
+        &[KEY_BLOCK, "\"unikraft\"", "takes no block device"],
+        |c| {
+            c.bundle.write_file("/disk.img", &[0u8; 4096], 0o644);
+            c.bundle.annotation(KEY_BLOCK, "/disk.img");
+            c.create()
+        },
+    ),
+    case(
+        "mount-rootfs-without-guest-init",
+        &[KEY_MOUNT_ROOTFS, "needs urunc's guest init"],
+        |c| {
+            c.bundle.annotation(KEY_MOUNT_ROOTFS, "true");
+            c.create()
+        },
+    ),
+    case(
+        "invalid-sharedfs",
+        &["com.urunc.sharedfs", "\"nfs\"", "9p or virtiofs"],
+        |c| {
+            c.bundle.annotation("com.urunc.sharedfs", "nfs");
             c.create()
         },
     ),

@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod network;
 pub mod plan;
 pub mod rootfs_path;
+pub mod storage;
 pub mod sys;
 pub mod unikernel;
 

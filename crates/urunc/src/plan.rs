@@ -23,7 +23,10 @@ use crate::guest_init::{self, UrunitPlan};
 use crate::monitor::{self, Accel, VmConfig};
 use crate::network::{self, NetConfig, NetMode, NetPlan, Netns};
 use crate::rootfs_path;
-use crate::unikernel::{UnikernelConfig, KEY_BINARY, KEY_INITRD};
+use crate::storage::{self, Share, SharedFs};
+use crate::unikernel::{
+    UnikernelConfig, KEY_BINARY, KEY_BLK_MNT_POINT, KEY_BLOCK, KEY_INITRD, KEY_MOUNT_ROOTFS,
+};
 
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
 pub const DEFAULT_VCPUS: u32 = 1;
@@ -39,6 +42,9 @@ pub struct GuestFile {
     pub image_path: String,
     /// Where the monitor sees it.
     pub target: PathBuf,
+    /// Bound read-write (a block image when the spec's root is not read-only).
+    #[serde(default)]
+    pub writable: bool,
 }
 
 /// A file urunc makes in the container's state directory for the monitor (the initrd
@@ -70,6 +76,9 @@ pub struct Plan {
     pub files: Vec<GuestFile>,
     pub state_files: Vec<StateFile>,
     pub devices: Vec<String>,
+    /// Host directories bound into the monitor's root and exported to the guest.
+    #[serde(default)]
+    pub shares: Vec<Share>,
     /// The monitor's settings from the configuration file as `create` read them
     /// (a record: the values are already in `vm`, so later edits change nothing).
     #[serde(default)]
@@ -240,7 +249,7 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
     let process = bundle.spec.process().as_ref();
     let user = process.map(|p| p.user().clone()).unwrap_or_default();
     let env = bundle.env();
-    let (setup, init_plan) = match (urunit_binary, &cfg.initrd) {
+    let (mut setup, mut init_plan) = match (urunit_binary, &cfg.initrd) {
         (Some(binary), Some(image_initrd)) => {
             let config = urunit::config::Config {
                 args,
@@ -258,6 +267,8 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
                 hostname: bundle.spec.hostname().clone().filter(|h| !h.is_empty()),
                 net: None,
                 status_port: Some(guest_init::STATUS_PORT.into()),
+                root: None,
+                mounts: vec![],
             };
             let setup = GuestSetup {
                 args: vec![urunit::BINARY_PATH.into()],
@@ -284,6 +295,100 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
             None,
         ),
     };
+
+    // Storage (see crate::storage): the block image, the shared rootfs, volumes.
+    let root_ro = storage::root_readonly(bundle);
+    let mut block = None;
+    if let Some(image) = &cfg.block {
+        if !guest.supports_block() {
+            return Err(Error::Config(format!(
+                "{KEY_BLOCK} is set but unikernelType {:?} takes no block device",
+                guest.name()
+            )));
+        }
+        let mut file = guest_file(&bundle.rootfs, KEY_BLOCK, image, "block")?;
+        file.writable = !root_ro;
+        block = Some(file.target.clone());
+        match (init_plan.as_mut(), &cfg.blk_mnt_point) {
+            (Some(init), Some(mnt)) => {
+                storage::check_mount_point(KEY_BLK_MNT_POINT, mnt)?;
+                let f = rootfs_path::open_required(&bundle.rootfs, image, KEY_BLOCK)?;
+                let fstype = storage::block_fstype(f).ok_or_else(|| {
+                    Error::Config(format!(
+                        "{KEY_BLOCK} {image:?}: not an ext2/3/4 filesystem image, the only kind urunit mounts in a Linux guest"
+                    ))
+                })?;
+                init.config.mounts.push(urunit::config::Mount {
+                    source: storage::BLOCK_DEVICE.into(),
+                    target: mnt.clone(),
+                    fstype: fstype.into(),
+                    data: String::new(),
+                    readonly: root_ro,
+                });
+            }
+            (None, mnt) => setup.block_mount = mnt.clone(),
+            (Some(_), None) => {}
+        }
+        files.push(file);
+    }
+    let sharedfs = storage::shared_fs(annotations.get(storage::SHAREDFS_ANNOTATION))?;
+    let mut shares = Vec::new();
+    let can_share = |what: &str| -> Result<()> {
+        if monitor.name() != "qemu" {
+            return Err(Error::Config(format!(
+                "{what}: sharing directories with the guest is supported on hypervisor \"qemu\" only, not {:?}",
+                monitor.name()
+            )));
+        }
+        if sharedfs == SharedFs::VirtioFs && !Path::new(storage::VIRTIOFSD).is_file() {
+            return Err(Error::Config(format!(
+                "{what}: {}=virtiofs needs {} (Debian's qemu-system-common); use 9p",
+                storage::SHAREDFS_ANNOTATION,
+                storage::VIRTIOFSD
+            )));
+        }
+        Ok(())
+    };
+    if cfg.mount_rootfs {
+        let Some(init) = init_plan.as_mut() else {
+            return Err(Error::Config(format!(
+                "{KEY_MOUNT_ROOTFS}=true needs urunc's guest init: a Linux guest with an initrd ({KEY_INITRD}) and urunit installed"
+            )));
+        };
+        can_share(KEY_MOUNT_ROOTFS)?;
+        shares.push(storage::share(
+            sharedfs,
+            bundle.rootfs.clone(),
+            "rootfs",
+            storage::ROOT_TAG,
+            root_ro,
+        ));
+        init.config.root = Some(storage::guest_mount(
+            sharedfs,
+            storage::ROOT_TAG,
+            "/",
+            root_ro,
+        ));
+    }
+    if let Some(init) = init_plan.as_mut() {
+        for (i, v) in storage::volumes(bundle)?.iter().enumerate() {
+            can_share(&format!("bind mount {}", v.destination))?;
+            let tag = format!("urunc-vol{i}");
+            init.config.mounts.push(storage::guest_mount(
+                sharedfs,
+                &tag,
+                &v.destination,
+                v.readonly,
+            ));
+            shares.push(storage::share(
+                sharedfs,
+                v.source.clone(),
+                &format!("vol{i}"),
+                &tag,
+                v.readonly,
+            ));
+        }
+    }
 
     let mode = network::requested_mode(
         &annotations,
@@ -329,7 +434,17 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
                 .unwrap_or_else(|| monitor::default_machine().into()),
             _ => String::new(),
         },
-        block: None,
+        block,
+        block_readonly: root_ro,
+        shares: shares
+            .iter()
+            .map(|s| monitor::SharedDir {
+                tag: s.tag.clone(),
+                path: s.target.clone(),
+                readonly: s.readonly,
+                socket: s.socket.clone(),
+            })
+            .collect(),
         devices: guest.devices(monitor.name()),
         extra_args: settings.extra_args.clone(),
         config_file: None,
@@ -387,6 +502,7 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
         files,
         state_files,
         devices,
+        shares,
         settings,
     };
     // Checks the command line now, so a bad one fails `create`.
@@ -445,6 +561,7 @@ fn guest_file(rootfs: &Path, key: &str, image_path: &str, name: &str) -> Result<
         key: key.into(),
         image_path: image_path.into(),
         target: Path::new(GUEST_DIR).join(name),
+        writable: false,
     })
 }
 

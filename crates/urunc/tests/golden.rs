@@ -63,6 +63,8 @@ fn render_all() -> String {
                         String::new()
                     },
                     block: block.then(|| "/guest/block".into()),
+                    block_readonly: false,
+                    shares: vec![],
                     devices: g.devices(m.name()),
                     extra_args: vec![],
                     config_file: m
@@ -109,6 +111,8 @@ fn dummy() -> VmConfig {
         status_file: None,
         machine: String::new(),
         block: None,
+        block_readonly: false,
+        shares: vec![],
         devices: Default::default(),
         extra_args: vec![],
         config_file: None,

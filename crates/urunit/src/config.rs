@@ -39,6 +39,31 @@ pub struct Config {
     /// Print what urunit does on the console (otherwise it prints only errors).
     #[serde(default)]
     pub debug: bool,
+    /// A filesystem to mount and switch into before running the process (the
+    /// container's shared rootfs); its `target` is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<Mount>,
+    /// Filesystems mounted (in order, after the root switch) before the process runs:
+    /// a block device, shared volumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
+}
+
+/// One filesystem urunit mounts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mount {
+    /// A device (`/dev/vda`, waited for) or a 9p/virtio-fs tag.
+    pub source: String,
+    /// An absolute path in the guest.
+    pub target: String,
+    /// `ext4`, `9p`, `virtiofs`, ...
+    pub fstype: String,
+    /// Filesystem-specific data (e.g. `trans=virtio,version=9p2000.L`).
+    #[serde(default)]
+    pub data: String,
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 fn root_dir() -> String {
@@ -138,6 +163,20 @@ mod tests {
             }),
             status_port: Some("/dev/ttyS1".into()),
             debug: false,
+            root: Some(Mount {
+                source: "rootfs".into(),
+                target: "/".into(),
+                fstype: "9p".into(),
+                data: "trans=virtio,version=9p2000.L".into(),
+                readonly: false,
+            }),
+            mounts: vec![Mount {
+                source: "/dev/vda".into(),
+                target: "/data".into(),
+                fstype: "ext4".into(),
+                data: String::new(),
+                readonly: true,
+            }],
         };
         assert_eq!(Config::from_json(&cfg.to_json()).unwrap(), cfg);
         let min = Config::from_json(r#"{"args":["/app"]}"#).unwrap();

@@ -7,11 +7,14 @@
 //! 3. loads the kernel modules the image lists in `/lib/modules/<release>/load-order.txt`
 //!    or `/lib/modules/load-order.txt` (one module per line, `#` comments; a name is
 //!    looked up as `<name>.ko` in that directory) with `finit_module`;
-//! 4. brings `lo` up and configures the NIC with the configured MAC (address, prefix,
+//! 4. with a shared root (`root`), mounts it and switches into it (moving `/dev`,
+//!    `/proc`, `/sys` along); then mounts the configured `mounts` (a block device, shared
+//!    volumes), each a hard error when it fails;
+//! 5. brings `lo` up and configures the NIC with the configured MAC (address, prefix,
 //!    gateway, MTU, `/etc/resolv.conf`); sets the hostname;
-//! 5. runs the container's process (argv, env, cwd, uid/gid/groups) in its own session,
+//! 6. runs the container's process (argv, env, cwd, uid/gid/groups) in its own session,
 //!    forwards the signals it receives to it and reaps every orphan;
-//! 6. when the process exits, writes its exit status to the status port, syncs and
+//! 7. when the process exits, writes its exit status to the status port, syncs and
 //!    powers the VM off.
 //!
 //! It prints nothing of its own except errors, unless `debug` is set in its configuration
@@ -27,7 +30,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use urunit::config::{self, Config, GuestNet, DEFAULT_PATH};
+use urunit::config::{self, Config, GuestNet, Mount, DEFAULT_PATH};
 use urunit::netlink::{self, Netlink};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
@@ -95,6 +98,12 @@ fn boot() -> Result<i32, String> {
     debug!("configuration: {}", text.replace('\n', " "));
 
     load_modules();
+    if let Some(root) = &cfg.root {
+        switch_root(root)?;
+    }
+    for m in &cfg.mounts {
+        mount_fs(m, &m.target)?;
+    }
     if let Err(e) = configure_network(cfg.net.as_ref()) {
         // The process still runs: it may not need the network, and its output says more.
         error(&format!("network: {e}"));
@@ -158,6 +167,91 @@ fn mount_basics() {
         libc::MS_NOSUID | libc::MS_NODEV,
         "mode=0755",
     );
+}
+
+/// Where the shared root is mounted before urunit switches into it.
+const NEW_ROOT: &str = "/sysroot";
+
+/// Mounts `m` on `target` (made if missing). A device source is waited for: its driver
+/// probes it asynchronously once its module is loaded.
+fn mount_fs(m: &Mount, target: &str) -> Result<(), String> {
+    if m.source.starts_with("/dev/") {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !Path::new(&m.source).exists() {
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "mount {} on {target}: no such device (is its driver built in or listed in load-order.txt?)",
+                    m.source
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    fs::create_dir_all(target).map_err(|e| format!("mkdir {target}: {e}"))?;
+    let flags = if m.readonly { libc::MS_RDONLY } else { 0 };
+    let (s, t, f, d) = (
+        cstr(&m.source),
+        cstr(target),
+        cstr(&m.fstype),
+        cstr(&m.data),
+    );
+    // SAFETY: all pointers are valid NUL-terminated strings.
+    let rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) };
+    if rc < 0 {
+        return Err(format!(
+            "mount {} ({}{}) on {target}: {}",
+            m.source,
+            m.fstype,
+            if m.readonly { ", read-only" } else { "" },
+            std::io::Error::last_os_error()
+        ));
+    }
+    debug!("mounted {} ({}) on {target}", m.source, m.fstype);
+    Ok(())
+}
+
+/// Mounts the shared root, moves `/dev`, `/proc` and `/sys` into it and makes it `/`
+/// (what `switch_root` does; the initramfs stays in memory, unreachable).
+fn switch_root(root: &Mount) -> Result<(), String> {
+    mount_fs(root, NEW_ROOT)?;
+    let null = std::ptr::null::<libc::c_char>();
+    for dir in ["/dev", "/proc", "/sys"] {
+        let target = format!("{NEW_ROOT}{dir}");
+        fs::create_dir_all(&target).map_err(|e| format!("mkdir {target} in the root: {e}"))?;
+        let (s, t) = (cstr(dir), cstr(&target));
+        // SAFETY: valid strings; MS_MOVE ignores the type and data.
+        if unsafe { libc::mount(s.as_ptr(), t.as_ptr(), null, libc::MS_MOVE, null.cast()) } < 0 {
+            return Err(format!(
+                "move {dir} into the root: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let (new, dot, slash) = (cstr(NEW_ROOT), cstr("."), cstr("/"));
+    // SAFETY: valid strings; the calls are checked.
+    unsafe {
+        if libc::chdir(new.as_ptr()) < 0
+            || libc::mount(
+                dot.as_ptr(),
+                slash.as_ptr(),
+                null,
+                libc::MS_MOVE,
+                null.cast(),
+            ) < 0
+            || libc::chroot(dot.as_ptr()) < 0
+            || libc::chdir(slash.as_ptr()) < 0
+        {
+            return Err(format!(
+                "switch to the shared root: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    debug!(
+        "switched to the shared root ({} {})",
+        root.fstype, root.source
+    );
+    Ok(())
 }
 
 /// Without `/dev/console` in the initramfs the kernel starts init with no stdio; then

@@ -101,6 +101,7 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
         rootfs: &c.rootfs,
         files: &c.files,
         host_files: &c.host_files,
+        shares: &c.plan.shares,
         binary: &c.binary,
         new_pid_ns: c.new_pid,
     })?;
@@ -127,16 +128,18 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
     .ctx(|| "open the exec FIFO".into())?;
     let mut fifo = File::from(fifo);
     // Failing here, before the byte, makes `urunc start` fail too, with this message.
-    let argv = prepare_guest(c).inspect_err(|e| {
-        if let Ok(fd) = openat(
-            &c.state_dir,
-            super::state::START_ERROR,
-            OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o644),
-        ) {
-            let _ = File::from(fd).write_all(e.to_string().as_bytes());
-        }
-    })?;
+    let argv = prepare_guest(c)
+        .and_then(|argv| start_virtiofsd(c).map(|()| argv))
+        .inspect_err(|e| {
+            if let Ok(fd) = openat(
+                &c.state_dir,
+                super::state::START_ERROR,
+                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o644),
+            ) {
+                let _ = File::from(fd).write_all(e.to_string().as_bytes());
+            }
+        })?;
     fifo.write_all(b"0").ctx(|| "signal start".into())?;
 
     hooks::run(&c.spec, Kind::StartContainer, created.as_bytes())?;
@@ -146,6 +149,73 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
         .map_err(|_| Error::Other("monitor path contains NUL".into()))?;
     execve(&path, &argv, &c.env).ctx(|| format!("exec {:?}", c.binary))?;
     unreachable!("execve returned without an error")
+}
+
+/// Starts one `virtiofsd` per virtio-fs share, inside the monitor's root and before
+/// privileges are dropped (it needs root to serve the files and chroot), and waits
+/// for its socket. Each dies with the monitor (parent-death signal) or when the
+/// monitor closes its connection.
+fn start_virtiofsd(c: &ChildSetup) -> Result<()> {
+    for share in &c.plan.shares {
+        let Some(socket) = &share.socket else {
+            continue;
+        };
+        let argv = crate::storage::virtiofsd_argv(share)
+            .iter()
+            .map(|a| {
+                CString::new(a.as_str()).map_err(|_| Error::Other(format!("{a:?} contains NUL")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        // SAFETY: this process is single-threaded; the child only calls
+        // async-signal-safe functions before execve or _exit.
+        let pid = match unsafe { nix::unistd::fork() }.ctx(|| "fork virtiofsd".into())? {
+            nix::unistd::ForkResult::Child => {
+                // SAFETY: prctl/close_range/execv/_exit with valid arguments.
+                unsafe {
+                    libc::prctl(
+                        libc::PR_SET_PDEATHSIG,
+                        libc::SIGKILL as libc::c_ulong,
+                        0,
+                        0,
+                        0,
+                    );
+                    close_other_fds(3);
+                    let mut p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+                    p.push(std::ptr::null());
+                    libc::execv(p[0], p.as_ptr());
+                    libc::_exit(127)
+                }
+            }
+            nix::unistd::ForkResult::Parent { child } => child,
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !socket.exists() {
+            if let Ok(nix::sys::wait::WaitStatus::Exited(_, code)) =
+                nix::sys::wait::waitpid(pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG))
+            {
+                return Err(Error::Other(format!(
+                    "virtiofsd for {} exited with status {code} before serving",
+                    share.tag
+                )));
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                return Err(Error::Other(format!(
+                    "virtiofsd for {} made no socket within 10 s",
+                    share.tag
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // The monitor connects as the container's user.
+        nix::unistd::chown(
+            socket,
+            Some(Uid::from_raw(c.uid)),
+            Some(Gid::from_raw(c.gid)),
+        )
+        .ctx(|| format!("chown {socket:?}"))?;
+    }
+    Ok(())
 }
 
 /// In the container's network namespace, at start: sets up the network, completes the

@@ -6,9 +6,13 @@
 //! /etc/ld.so.cache      read-only bind, so the dynamic loader is as fast as on the host
 //! /dev                  tmpfs with only the device nodes the monitor needs
 //! /proc /sys /tmp       the container's proc, read-only sysfs, a private tmpfs
-//! /guest/<name>         read-only binds of the exact image files (kernel, initrd), and
-//!                       of files urunc made in the state directory (the initrd with the
-//!                       guest init, the writable exit-status file)
+//! /guest/<name>         read-only binds of the exact image files (kernel, initrd; a
+//!                       block image is writable unless the spec's root is read-only),
+//!                       and of files urunc made in the state directory (the initrd with
+//!                       the guest init, the writable exit-status file)
+//! /guest/rootfs, /guest/vol<N>
+//!                       binds of the directories shared with the guest (the container
+//!                       rootfs, the spec's bind mounts; see `crate::storage`)
 //! ```
 //!
 //! The image files are bound from already-open descriptors (`/proc/self/fd/N`), so the
@@ -26,6 +30,7 @@ use nix::unistd::{chdir, pivot_root};
 use crate::error::{Context, Result};
 use crate::plan::GuestFile;
 use crate::rootfs_path;
+use crate::storage::Share;
 
 const HOST_DIRS: &[&str] = &["usr", "bin", "sbin", "lib", "lib64", "lib32", "libx32"];
 
@@ -37,6 +42,8 @@ pub struct VmRootSpec<'a> {
     pub files: &'a [GuestFile],
     /// Host files (from the state directory): (source, target, writable).
     pub host_files: &'a [(PathBuf, PathBuf, bool)],
+    /// Host directories exported to the guest, bound at their targets.
+    pub shares: &'a [Share],
     /// The monitor binary; bound at the same path when not under a host dir above.
     pub binary: &'a Path,
     pub new_pid_ns: bool,
@@ -181,7 +188,16 @@ pub fn build(s: &VmRootSpec) -> Result<()> {
         let dst = root.join(f.target.strip_prefix("/").unwrap_or(&f.target));
         touch(&dst)?;
         let src = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-        bind(&src, &dst, true)?;
+        bind(&src, &dst, !f.writable)?;
+    }
+    for sh in s.shares {
+        let dst = root.join(sh.target.strip_prefix("/").unwrap_or(&sh.target));
+        std::fs::create_dir_all(&dst).ctx(|| format!("mkdir {dst:?}"))?;
+        bind(&sh.source, &dst, sh.readonly)?;
+    }
+    if s.shares.iter().any(|sh| sh.socket.is_some()) {
+        // virtiofsd keeps its lock files in /var/run/virtiofsd.
+        tmpfs(&root.join("var/run"), "mode=0755,size=64k")?;
     }
     for (src, target, writable) in s.host_files {
         let dst = root.join(target.strip_prefix("/").unwrap_or(target));

@@ -30,7 +30,12 @@ impl Monitor for CloudHypervisor {
             push(&["--net", &format!("tap={},mac={}", n.tap, n.mac)]);
         }
         if let Some(b) = &vm.block {
-            push(&["--disk", &format!("path={}", b.display())]);
+            let ro = if vm.block_readonly {
+                ",readonly=on"
+            } else {
+                ""
+            };
+            push(&["--disk", &format!("path={}{ro}", b.display())]);
         }
         a.extend(vm.devices.monitor_args.iter().cloned());
         a.extend(vm.extra_args.iter().cloned());

@@ -63,7 +63,7 @@ impl Monitor for Firecracker {
                     "drive_id": "block0",
                     "path_on_host": b.display().to_string(),
                     "is_root_device": false,
-                    "is_read_only": false,
+                    "is_read_only": vm.block_readonly,
                 })
             })
             .collect();

@@ -49,6 +49,18 @@ pub struct GuestDevices {
     pub monitor_args: Vec<String>,
 }
 
+/// A directory the monitor exports to the guest, by tag.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SharedDir {
+    pub tag: String,
+    /// As the monitor sees it.
+    pub path: PathBuf,
+    pub readonly: bool,
+    /// virtio-fs: the socket of the `virtiofsd` serving `path` (9p when none).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+}
+
 /// Everything a monitor needs to boot one guest, as plain validated data. Paths are
 /// as the monitor sees them inside its own root (see `container::vmroot`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -74,6 +86,12 @@ pub struct VmConfig {
     /// A block device image for the guest.
     #[serde(default)]
     pub block: Option<PathBuf>,
+    /// The guest may only read the block device.
+    #[serde(default)]
+    pub block_readonly: bool,
+    /// Host directories exported to the guest (9p; QEMU only).
+    #[serde(default)]
+    pub shares: Vec<SharedDir>,
     #[serde(default)]
     pub devices: GuestDevices,
     /// From the configuration file, appended to the argv.
@@ -169,6 +187,8 @@ pub(crate) mod testutil {
             status_file: None,
             machine: String::new(),
             block: None,
+            block_readonly: false,
+            shares: vec![],
             devices: GuestDevices::default(),
             extra_args: vec![],
             config_file: None,

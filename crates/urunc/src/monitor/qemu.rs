@@ -122,12 +122,51 @@ impl Monitor for Qemu {
             ]);
         }
         if let Some(block) = &vm.block {
+            let ro = if vm.block_readonly {
+                ",readonly=on"
+            } else {
+                ""
+            };
             push(&[
                 "-drive",
-                &format!("file={},if=none,id=blk0,format=raw", block.display()),
+                &format!("file={},if=none,id=blk0,format=raw{ro}", block.display()),
                 "-device",
                 &format!("virtio-blk-{bus},drive=blk0"),
             ]);
+        }
+        if vm.shares.iter().any(|s| s.socket.is_some()) {
+            // vhost-user devices need the guest's memory shared with virtiofsd.
+            push(&[
+                "-object",
+                &format!(
+                    "memory-backend-memfd,id=mem,size={}M,share=on",
+                    vm.memory_mib
+                ),
+                "-numa",
+                "node,memdev=mem",
+            ]);
+        }
+        for (i, s) in vm.shares.iter().enumerate() {
+            match &s.socket {
+                Some(socket) => push(&[
+                    "-chardev",
+                    &format!("socket,id=vfs{i},path={}", socket.display()),
+                    "-device",
+                    &format!("vhost-user-fs-{bus},chardev=vfs{i},tag={}", s.tag),
+                ]),
+                None => {
+                    let ro = if s.readonly { ",readonly=on" } else { "" };
+                    push(&[
+                        "-fsdev",
+                        &format!(
+                            "local,id=fs{i},path={},security_model=none{ro}",
+                            s.path.display()
+                        ),
+                        "-device",
+                        &format!("virtio-9p-{bus},fsdev=fs{i},mount_tag={}", s.tag),
+                    ]);
+                }
+            }
         }
         if vm.seccomp {
             push(&["-sandbox", SANDBOX]);
@@ -221,6 +260,59 @@ mod tests {
              -drive file=/guest/block,if=none,id=blk0,format=raw \
              -device virtio-blk-device,drive=blk0 \
              -d guest_errors -kernel /guest/kernel -append console=ttyS0 panic=-1 quiet"
+        );
+    }
+
+    #[test]
+    fn golden_read_only_block_and_shared_directories() {
+        let mut v = vm();
+        v.block = Some(PathBuf::from("/guest/block"));
+        v.block_readonly = true;
+        v.shares = vec![
+            crate::monitor::SharedDir {
+                tag: "urunc-root".into(),
+                path: PathBuf::from("/guest/rootfs"),
+                readonly: false,
+                socket: None,
+            },
+            crate::monitor::SharedDir {
+                tag: "urunc-vol1".into(),
+                path: PathBuf::from("/guest/vol1"),
+                readonly: true,
+                socket: None,
+            },
+        ];
+        assert_eq!(
+            Qemu.argv(&v, None).join(" "),
+            "/usr/bin/qemu-system-x86_64 -name urunc-c1 -machine pc -accel tcg -m 256M -smp 1 \
+             -nodefaults -no-user-config -display none -vga none -serial stdio -no-reboot \
+             -drive file=/guest/block,if=none,id=blk0,format=raw,readonly=on \
+             -device virtio-blk-pci,drive=blk0 \
+             -fsdev local,id=fs0,path=/guest/rootfs,security_model=none \
+             -device virtio-9p-pci,fsdev=fs0,mount_tag=urunc-root \
+             -fsdev local,id=fs1,path=/guest/vol1,security_model=none,readonly=on \
+             -device virtio-9p-pci,fsdev=fs1,mount_tag=urunc-vol1 \
+             -kernel /guest/kernel -initrd /guest/initrd -append console=ttyS0 panic=-1 quiet"
+        );
+    }
+
+    #[test]
+    fn golden_virtiofs_share() {
+        let mut v = vm();
+        v.shares = vec![crate::monitor::SharedDir {
+            tag: "urunc-root".into(),
+            path: PathBuf::from("/guest/rootfs"),
+            readonly: false,
+            socket: Some(PathBuf::from("/tmp/urunc-root.sock")),
+        }];
+        assert_eq!(
+            Qemu.argv(&v, None).join(" "),
+            "/usr/bin/qemu-system-x86_64 -name urunc-c1 -machine pc -accel tcg -m 256M -smp 1 \
+             -nodefaults -no-user-config -display none -vga none -serial stdio -no-reboot \
+             -object memory-backend-memfd,id=mem,size=256M,share=on -numa node,memdev=mem \
+             -chardev socket,id=vfs0,path=/tmp/urunc-root.sock \
+             -device vhost-user-fs-pci,chardev=vfs0,tag=urunc-root \
+             -kernel /guest/kernel -initrd /guest/initrd -append console=ttyS0 panic=-1 quiet"
         );
     }
 
