@@ -902,3 +902,84 @@ fn linux_guest_runs_through_the_shim() {
     }
     assert_nothing_left(&containerd, &id);
 }
+
+/// Soak through one long-lived shim (issue 9): a pod's anchor container keeps the shim
+/// alive while `URUNC_SHIM_SOAK_CYCLES` (default 100) more containers of the pod run,
+/// are killed and deleted one after another. The shim's RSS after the first 10 and at
+/// the end stays within 512 KiB, its descriptors within 2, and nothing is left.
+///
+/// Ignored for now (run with `--ignored`): in about 2 of 3 runs one `ctr run -d` hangs
+/// because the shim's `start` subcommand (the bootstrap process that finds the pod's
+/// shim) spins at 100% CPU: its spawned shim exits at once (the pod's socket is taken),
+/// and while `containerd_shim` drops its `AppSignals`, `signal_hook_registry::unregister`
+/// loops in `HalfLock::write_barrier` under a stream of SIGCHLD handler calls (gdb
+/// backtrace in the issue 9 notes). When it does not hang: 100 containers in 23 s, shim
+/// RSS 6928 -> 7252 KiB, descriptors 16 -> 16.
+#[test]
+#[ignore = "the shim's start subcommand can livelock in signal-hook unregister (issue 9)"]
+fn one_shim_serves_many_containers_without_growing() {
+    let Some(containerd) = start() else {
+        return;
+    };
+    let cycles: usize = std::env::var("URUNC_SHIM_SOAK_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let image = testkernel_image(&containerd, "example.com/urunc/shim-tk-soak:1");
+    let pod = containerd.unique_id("soakpod");
+    let mut keys = TESTKERNEL_KEYS.to_vec();
+    keys.push((SANDBOX_ID, &pod));
+    let run = |id: &str| {
+        let mut args: Vec<String> = ["run", "-d"].map(String::from).to_vec();
+        args.extend(flags(&keys));
+        args.extend([image.clone(), id.to_string(), "wait".into()]);
+        containerd.ctr_ok(&strs(&args));
+        wait_status(&containerd, id, "RUNNING");
+    };
+    let remove = |id: &str| {
+        containerd.ctr_ok(&["tasks", "kill", "-s", "KILL", id]);
+        wait_status(&containerd, id, "STOPPED");
+        containerd.ctr_ok(&["tasks", "delete", id]);
+        containerd.ctr_ok(&["containers", "rm", id]);
+    };
+    let anchor = containerd.unique_id("anchor");
+    run(&anchor);
+    let shims = our_shims(&containerd);
+    assert_eq!(shims.len(), 1, "one shim for the pod, found {shims:?}");
+    let shim = shims[0];
+    let fds = |pid: i32| fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let mut baseline = None;
+    let t = Instant::now();
+    for n in 0..cycles {
+        if n == 10.min(cycles) {
+            baseline = Some((rss_kib(shim).unwrap(), fds(shim)));
+        }
+        let id = containerd.unique_id(&format!("soak{n}"));
+        run(&id);
+        remove(&id);
+        assert!(
+            !Path::new(STATE_ROOT)
+                .join(containerd.namespace())
+                .join(&id)
+                .exists(),
+            "urunc state of {id} left behind"
+        );
+    }
+    let (rss0, fds0) = baseline.unwrap_or((rss_kib(shim).unwrap(), fds(shim)));
+    let (rss1, fds1) = (rss_kib(shim).unwrap(), fds(shim));
+    eprintln!(
+        "shim {shim}: {cycles} containers in {:.1?}; RSS {rss0} -> {rss1} KiB, fds {fds0} -> {fds1}",
+        t.elapsed()
+    );
+    assert_eq!(our_shims(&containerd), vec![shim], "the shim changed");
+    assert!(
+        rss1 <= rss0 + 512,
+        "shim RSS grew from {rss0} to {rss1} KiB"
+    );
+    assert!(
+        fds1 <= fds0 + 2,
+        "shim descriptors grew from {fds0} to {fds1}"
+    );
+    remove(&anchor);
+    assert_nothing_left(&containerd, &anchor);
+}

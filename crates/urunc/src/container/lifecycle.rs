@@ -25,6 +25,15 @@ impl Runtime {
         Ok((dir, st))
     }
 
+    /// [`Runtime::open`] under the container's lock (see [`StateDir::lock`]), for the
+    /// operations that change it.
+    fn open_locked(&self, id: &str) -> Result<(StateDir, State, state::Lock)> {
+        let dir = StateDir::new(&self.root, id)?;
+        let lock = dir.lock(id)?;
+        let st = dir.load(id)?;
+        Ok((dir, st, lock))
+    }
+
     fn wrong_state(id: &str, status: Status, msg: &str) -> Error {
         Error::WrongState {
             id: id.into(),
@@ -40,7 +49,7 @@ impl Runtime {
 
     /// Lets the waiting container process exec its monitor.
     pub fn start(&self, id: &str) -> Result<()> {
-        let (dir, st) = self.open(id)?;
+        let (dir, st, _lock) = self.open_locked(id)?;
         let status = dir.status(&st);
         if status != Status::Created {
             return Err(Self::wrong_state(
@@ -105,7 +114,7 @@ impl Runtime {
     }
 
     pub fn kill(&self, id: &str, sig: Signal, all: bool) -> Result<()> {
-        let (dir, st) = self.open(id)?;
+        let (dir, st, _lock) = self.open_locked(id)?;
         let status = dir.status(&st);
         if status == Status::Stopped {
             return Err(Self::wrong_state(id, status, "container not running"));
@@ -130,7 +139,7 @@ impl Runtime {
     /// Removes the container. A running container needs `force`, which kills it; a
     /// created one is simply discarded, as with runc.
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
-        let (dir, st) = self.open(id)?;
+        let (dir, st, _lock) = self.open_locked(id)?;
         let status = dir.status(&st);
         if matches!(status, Status::Running | Status::Paused) && !force {
             return Err(Self::wrong_state(
@@ -186,7 +195,7 @@ impl Runtime {
     }
 
     fn set_frozen(&self, id: &str, frozen: bool) -> Result<()> {
-        let (dir, st) = self.open(id)?;
+        let (dir, st, _lock) = self.open_locked(id)?;
         let status = dir.status(&st);
         let expected = if frozen {
             Status::Running

@@ -200,6 +200,45 @@ impl StateDir {
         }
     }
 
+    /// Takes the container's lock: an exclusive `flock` on its state directory, held by
+    /// the operations that change a container (`start`, `kill`, `delete`, `pause`,
+    /// `resume`) so that two of them never interleave (two `delete --force`, or a
+    /// `delete` during a `start`). Blocks until the holder is done. When the directory
+    /// was removed (or removed and made again by a new `create`) while we waited, the
+    /// container we were asked about is gone: [`Error::NotFound`].
+    pub fn lock(&self, id: &str) -> Result<Lock> {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let gone = || Error::NotFound { id: id.into() };
+        loop {
+            let file = match std::fs::File::open(&self.path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
+                Err(e) => return Err(e).ctx(|| format!("open {:?}", self.path)),
+            };
+            loop {
+                // SAFETY: flock on a descriptor we own.
+                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                    break;
+                }
+                let err = std::io::Error::last_os_error();
+                if err.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(err).ctx(|| format!("lock {:?}", self.path));
+                }
+            }
+            let held = file.metadata().ctx(|| format!("stat {:?}", self.path))?;
+            match std::fs::metadata(&self.path) {
+                Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => {
+                    return Ok(Lock { _file: file })
+                }
+                // Replaced by a new container of the same id: lock that one instead.
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
+                Err(e) => return Err(e).ctx(|| format!("stat {:?}", self.path)),
+            }
+        }
+    }
+
     pub fn remove(&self) -> Result<()> {
         match std::fs::remove_dir_all(&self.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -208,6 +247,13 @@ impl StateDir {
             _ => Ok(()),
         }
     }
+}
+
+/// A held container lock (see [`StateDir::lock`]); released when dropped (and by the
+/// kernel if the process dies).
+#[derive(Debug)]
+pub struct Lock {
+    _file: std::fs::File,
 }
 
 /// Write-to-temporary then rename, so readers never see half a file.

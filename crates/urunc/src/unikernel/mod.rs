@@ -84,8 +84,17 @@ impl UnikernelConfig {
         if is_pod_sandbox(annotations) {
             return Ok(None);
         }
+        Self::from_sources(read_urunc_json(rootfs)?, annotations)
+    }
+
+    /// The configuration from `urunc.json`'s values (see [`parse_urunc_json`]) and the
+    /// annotations, without touching the filesystem. `Ok(None)`: neither has any key.
+    pub fn from_sources(
+        json: Option<BTreeMap<String, String>>,
+        annotations: &HashMap<String, String>,
+    ) -> Result<Option<Self>> {
         let mut values: BTreeMap<String, (String, Source)> = BTreeMap::new();
-        if let Some(json) = read_urunc_json(rootfs)? {
+        if let Some(json) = json {
             for (k, v) in json {
                 values.insert(k, (v, Source::UruncJson));
             }
@@ -202,7 +211,13 @@ fn read_urunc_json(rootfs: &Path) -> Result<Option<BTreeMap<String, String>>> {
     file.take(MAX_URUNC_JSON)
         .read_to_string(&mut text)
         .map_err(|e| Error::Config(format!("/{URUNC_JSON} in the image: {e}")))?;
-    let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(&text).map_err(|e| {
+    parse_urunc_json(&text).map(Some)
+}
+
+/// The values of a `urunc.json` document (strings; booleans as `true`/`false`; nulls
+/// skipped), still encoded as the image wrote them.
+pub fn parse_urunc_json(text: &str) -> Result<BTreeMap<String, String>> {
+    let raw: BTreeMap<String, serde_json::Value> = serde_json::from_str(text).map_err(|e| {
         Error::Config(format!(
             "/{URUNC_JSON} in the image is not a JSON object of strings: {e}"
         ))
@@ -221,7 +236,7 @@ fn read_urunc_json(rootfs: &Path) -> Result<Option<BTreeMap<String, String>>> {
         };
         out.insert(k, s);
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 #[cfg(test)]

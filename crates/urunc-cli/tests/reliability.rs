@@ -1,0 +1,255 @@
+//! Races and faults (issue 9): concurrent `create` of one id, concurrent `delete
+//! --force`, `start` racing `delete`, the VMM killed with SIGKILL, and `delete` after a
+//! cleanup that stopped half-way. After each: `state` tells the truth, `delete` cleans
+//! everything and the id can be used again.
+//!
+//! Skips (with a `SKIP:` line) when not root or QEMU, runc or the test kernel are
+//! missing; fails instead when `URUNC_REQUIRE_INTEGRATION` is set.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use test_harness::bundle::{wait_for, TestBundle, Urunc};
+use test_harness::{fixtures, output_text, require_root_and_tools};
+
+const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
+const TOOLS: &[&str] = &["qemu-system-x86_64", "runc"];
+const WAIT: Duration = Duration::from_secs(20);
+/// How many callers race in the concurrency tests.
+const RACERS: usize = 8;
+
+fn testkernel() -> Option<PathBuf> {
+    if !require_root_and_tools(TOOLS) {
+        return None;
+    }
+    fixtures::testkernel()
+}
+
+fn unique(name: &str) -> String {
+    format!("rel-{name}-{}", std::process::id())
+}
+
+/// A bundle booting the test kernel with `wait` (it halts forever once booted).
+fn waiting_bundle(name: &str, kernel: &Path) -> TestBundle {
+    let mut b = TestBundle::new(name);
+    b.link_file("/boot/kernel", kernel);
+    b.unikernel("unikraft", "/boot/kernel", None)
+        .args(&["wait"]);
+    b
+}
+
+#[track_caller]
+fn assert_ok(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed\n{}", output_text(out));
+}
+
+fn running(urunc: &Urunc, b: &TestBundle, id: &str) -> i32 {
+    assert_ok(&urunc.create(b, id), "create");
+    assert_ok(&urunc.start(id), "start");
+    assert_eq!(urunc.status(id).as_deref(), Some("running"));
+    urunc.state_json(id).unwrap()["pid"].as_i64().unwrap() as i32
+}
+
+/// Runs `f(i)` for i in 0..n on n threads at once and returns the results in order.
+fn race<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let barrier = std::sync::Barrier::new(n);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|i| {
+                let (f, barrier) = (&f, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    f(i)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn concurrent_creates_of_one_id_exactly_one_wins() {
+    let Some(kernel) = testkernel() else { return };
+    let b = waiting_bundle("create-race", &kernel);
+    let urunc = Urunc::new(URUNC);
+    let id = unique("create-race");
+    let outs = race(RACERS, |_| urunc.create(&b, &id));
+    let winners = outs.iter().filter(|o| o.status.success()).count();
+    assert_eq!(
+        winners,
+        1,
+        "{winners} creates succeeded:\n{}",
+        outs.iter().map(output_text).collect::<Vec<_>>().join("\n")
+    );
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("already exists") && err.contains(&id) && err.trim().lines().count() == 1,
+            "loser's error is not one clear \"already exists\" line:\n{}",
+            output_text(o)
+        );
+    }
+    // The winner's container is intact: it starts and runs.
+    assert_eq!(urunc.status(&id).as_deref(), Some("created"));
+    assert_ok(&urunc.start(&id), "start of the winner");
+    assert_eq!(urunc.status(&id).as_deref(), Some("running"));
+    assert_ok(&urunc.delete_force(&id), "delete --force");
+    urunc.assert_clean(&b, &id);
+}
+
+#[test]
+fn concurrent_force_deletes_of_a_running_container() {
+    let Some(kernel) = testkernel() else { return };
+    let b = waiting_bundle("delete-race", &kernel);
+    let urunc = Urunc::new(URUNC);
+    let id = unique("delete-race");
+    running(&urunc, &b, &id);
+    let outs = race(RACERS, |_| urunc.delete_force(&id));
+    for o in &outs {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() || err.contains("does not exist"),
+            "a concurrent delete --force failed otherwise:\n{}",
+            output_text(o)
+        );
+    }
+    assert!(
+        outs.iter().any(|o| o.status.success()),
+        "no delete succeeded"
+    );
+    urunc.assert_clean(&b, &id);
+    // And the id is free again.
+    running(&urunc, &b, &id);
+    assert_ok(&urunc.delete_force(&id), "delete --force");
+    urunc.assert_clean(&b, &id);
+}
+
+#[test]
+fn start_racing_delete_leaves_nothing() {
+    let Some(kernel) = testkernel() else { return };
+    let b = waiting_bundle("start-delete", &kernel);
+    let urunc = Urunc::new(URUNC);
+    for round in 0..4 {
+        let id = unique(&format!("start-delete{round}"));
+        assert_ok(&urunc.create(&b, &id), "create");
+        let outs = race(2, |i| {
+            if i == 0 {
+                urunc.start(&id)
+            } else {
+                urunc.delete_force(&id)
+            }
+        });
+        // delete --force always wins in the end; start either ran first (and its VMM
+        // was then killed) or found the container gone.
+        assert_ok(&outs[1], "delete --force");
+        let err = String::from_utf8_lossy(&outs[0].stderr);
+        assert!(
+            outs[0].status.success() || err.contains("does not exist"),
+            "start failed otherwise:\n{}",
+            output_text(&outs[0])
+        );
+        urunc.assert_clean(&b, &id);
+    }
+}
+
+#[test]
+fn vmm_killed_while_running_is_reported_stopped_and_cleaned() {
+    let Some(kernel) = testkernel() else { return };
+    let b = waiting_bundle("vmm-killed", &kernel);
+    let urunc = Urunc::new(URUNC);
+    let id = unique("vmm-killed");
+    let pid = running(&urunc, &b, &id);
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("SIGKILL the VMM");
+    assert!(
+        urunc.wait_status(&id, "stopped", WAIT),
+        "state after the VMM was killed: {:?}",
+        urunc.state_json(&id)
+    );
+    assert_eq!(urunc.state_json(&id).unwrap()["pid"], 0);
+    // Stopped: a plain delete (no --force) is enough.
+    assert_ok(&urunc.delete(&id), "delete");
+    urunc.assert_clean(&b, &id);
+    // A new container with the same id runs.
+    running(&urunc, &b, &id);
+    assert_ok(&urunc.delete_force(&id), "delete --force");
+    urunc.assert_clean(&b, &id);
+}
+
+#[test]
+fn container_process_killed_before_start_is_reported_stopped() {
+    let Some(kernel) = testkernel() else { return };
+    let b = waiting_bundle("init-killed", &kernel);
+    let urunc = Urunc::new(URUNC);
+    let id = unique("init-killed");
+    assert_ok(&urunc.create(&b, &id), "create");
+    let pid = urunc.state_json(&id).unwrap()["pid"].as_i64().unwrap() as i32;
+    kill(Pid::from_raw(pid), Signal::SIGKILL).expect("SIGKILL the container process");
+    assert!(
+        urunc.wait_status(&id, "stopped", WAIT),
+        "state: {:?}",
+        urunc.state_json(&id)
+    );
+    let out = urunc.start(&id);
+    assert!(!out.status.success(), "start of a dead container succeeded");
+    assert_ok(&urunc.delete(&id), "delete");
+    urunc.assert_clean(&b, &id);
+    running(&urunc, &b, &id);
+    assert_ok(&urunc.delete_force(&id), "delete --force");
+    urunc.assert_clean(&b, &id);
+}
+
+/// The cgroup directories recorded in the container's state.
+fn recorded_cgroups(urunc: &Urunc, id: &str) -> Vec<PathBuf> {
+    let state = urunc.root().join(id).join("urunc-state.json");
+    let v: serde_json::Value = serde_json::from_slice(&fs::read(state).unwrap()).unwrap();
+    v["cgroup_dirs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| PathBuf::from(d.as_str().unwrap()))
+        .collect()
+}
+
+#[test]
+fn delete_after_a_partial_cleanup_is_idempotent() {
+    let Some(kernel) = testkernel() else { return };
+    let b = waiting_bundle("partial", &kernel);
+    let urunc = Urunc::new(URUNC);
+    // What an interrupted delete can leave: the process gone and (1) the cgroups
+    // removed, (2) the cgroups and the state directory's other entries removed too.
+    for (round, also_files) in [false, true].into_iter().enumerate() {
+        let id = unique(&format!("partial{round}"));
+        let pid = running(&urunc, &b, &id);
+        let cgroups = recorded_cgroups(&urunc, &id);
+        assert!(!cgroups.is_empty(), "no cgroups recorded");
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+        assert!(urunc.wait_status(&id, "stopped", WAIT));
+        for d in &cgroups {
+            // An emptied cgroup: removable once the killed VMM is reaped.
+            assert!(
+                wait_for(WAIT, || fs::remove_dir(d).is_ok() || !d.exists()),
+                "cannot remove {d:?} by hand"
+            );
+        }
+        if also_files {
+            for e in fs::read_dir(urunc.root().join(&id)).unwrap().flatten() {
+                if e.file_name() != "urunc-state.json" {
+                    let p = e.path();
+                    let _ = fs::remove_dir_all(&p).or_else(|_| fs::remove_file(&p));
+                }
+            }
+        }
+        assert_eq!(urunc.status(&id).as_deref(), Some("stopped"));
+        assert_ok(&urunc.delete(&id), "delete after a partial cleanup");
+        urunc.assert_clean(&b, &id);
+        // Deleting again: the id is unknown (handed to runc, which fails).
+        assert!(!urunc.delete(&id).status.success());
+        running(&urunc, &b, &id);
+        assert_ok(&urunc.delete_force(&id), "delete --force");
+        urunc.assert_clean(&b, &id);
+    }
+}
