@@ -7,7 +7,7 @@ use std::sync::Arc;
 use containerd_shim::api::DeleteResponse;
 use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::util::write_address;
-use containerd_shim::{spawn, Config, ExitSignal, Flags, Shim, StartOpts};
+use containerd_shim::{socket_address, spawn, Config, ExitSignal, Flags, Shim, StartOpts};
 
 use crate::events::Events;
 use crate::service::{cleanup_after_shim, Service};
@@ -54,6 +54,15 @@ impl Shim for UruncShim {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         let grouping = grouping_id(spec.as_ref(), &opts.id);
+        // The pod's shim already serves this group: hand out its address instead of
+        // spawning a shim that would only find the socket taken and exit (a flood of
+        // such short-lived children made `start` spin in the crate's signal teardown).
+        let existing = socket_address(&opts.address, &opts.namespace, &grouping);
+        let path = existing.strip_prefix("unix://").unwrap_or(&existing);
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            write_address(&existing)?;
+            return Ok(existing);
+        }
         let (child, address) = spawn(opts, &grouping, Vec::new())?;
         // Best effort, as root lacking CAP_SYS_RESOURCE may not change some of it.
         if let Err(e) = containerd_shim::cgroup::set_cgroup_and_oom_score(child) {

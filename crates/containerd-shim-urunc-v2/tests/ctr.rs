@@ -908,15 +908,12 @@ fn linux_guest_runs_through_the_shim() {
 /// are killed and deleted one after another. The shim's RSS after the first 10 and at
 /// the end stays within 512 KiB, its descriptors within 2, and nothing is left.
 ///
-/// Ignored for now (run with `--ignored`): in about 2 of 3 runs one `ctr run -d` hangs
-/// because the shim's `start` subcommand (the bootstrap process that finds the pod's
-/// shim) spins at 100% CPU: its spawned shim exits at once (the pod's socket is taken),
-/// and while `containerd_shim` drops its `AppSignals`, `signal_hook_registry::unregister`
-/// loops in `HalfLock::write_barrier` under a stream of SIGCHLD handler calls (gdb
-/// backtrace in the issue 9 notes). When it does not hang: 100 containers in 23 s, shim
-/// RSS 6928 -> 7252 KiB, descriptors 16 -> 16.
+/// Regression: the shim's `start` subcommand used to spawn a throw-away shim for every
+/// container of a pod (it exits at once: the pod's socket is taken) and, in about 2 of 3
+/// runs of this test, spun at 100% CPU in `signal_hook_registry::unregister` under the
+/// resulting SIGCHLDs, hanging `ctr run -d`. `start` now hands out the live pod shim's
+/// address without spawning.
 #[test]
-#[ignore = "the shim's start subcommand can livelock in signal-hook unregister (issue 9)"]
 fn one_shim_serves_many_containers_without_growing() {
     let Some(containerd) = start() else {
         return;
