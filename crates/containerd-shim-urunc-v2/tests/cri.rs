@@ -27,7 +27,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -35,8 +35,7 @@ use oci_image::ImageBuilder;
 use serde_json::{json, Value};
 use test_harness::cri::{api, container_config, cri_toml, pod_config, Cri};
 use test_harness::{
-    busybox_image, fixtures, mounts_under, output_text, pids_with_arg, require_root_and_tools,
-    skip_or_fail, Containerd,
+    busybox_image, fixtures, mounts_under, pids_with_arg, require_root_and_tools, Containerd,
 };
 use urunc::guest_init::Newc;
 
@@ -604,41 +603,9 @@ fn stop_container_with_timeout_zero_reports_137() {
     eprintln!("kill test total {:?}", t0.elapsed());
 }
 
-/// The static urunit binary: `URUNC_URUNIT`, else built (or found up to date) into
-/// `target/urunit/` as `make urunit` does.
+/// Shared with the other Linux-guest tests.
 fn urunit() -> Option<PathBuf> {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let got = BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("URUNC_URUNIT").filter(|p| !p.is_empty()) {
-            return Ok(PathBuf::from(p));
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .canonicalize()
-            .map_err(|e| e.to_string())?;
-        let target_dir = root.join("target/urunit");
-        let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "urunit", "--target", &triple])
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .current_dir(&root)
-            .output()
-            .map_err(|e| format!("cargo: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("building urunit failed:\n{}", output_text(&out)));
-        }
-        Ok(target_dir.join(triple).join("release/urunit"))
-    });
-    match got {
-        Ok(p) => Some(p.clone()),
-        Err(e) => {
-            skip_or_fail(e);
-            None
-        }
-    }
+    test_harness::fixtures::urunit()
 }
 
 /// The Linux guest's initrd: the fixture's busybox initrd plus the virtio-net modules

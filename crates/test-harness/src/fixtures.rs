@@ -39,3 +39,45 @@ fn existing(paths: &[PathBuf]) -> Option<Vec<PathBuf>> {
         }
     }
 }
+
+/// The static urunit binary: `URUNC_URUNIT` when set (as `make test` does), else built
+/// once per test binary (or found up to date) into `target/urunit/` as `make urunit`
+/// does. Skips (or fails, when integration is required) if it cannot be built.
+pub fn urunit() -> Option<PathBuf> {
+    use std::sync::OnceLock;
+    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let got = BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("URUNC_URUNIT").filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(p));
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .canonicalize()
+            .map_err(|e| e.to_string())?;
+        let target_dir = root.join("target/urunit");
+        let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
+        let out = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--release", "-p", "urunit", "--target", &triple])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env("RUSTFLAGS", "-C target-feature=+crt-static")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .current_dir(&root)
+            .output()
+            .map_err(|e| format!("cargo: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "building urunit failed:\n{}",
+                crate::output_text(&out)
+            ));
+        }
+        Ok(target_dir.join(triple).join("release/urunit"))
+    });
+    match got {
+        Ok(p) => Some(p.clone()),
+        Err(e) => {
+            skip_or_fail(e);
+            None
+        }
+    }
+}

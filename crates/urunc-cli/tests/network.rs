@@ -27,13 +27,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use test_harness::bundle::{TestBundle, Urunc};
-use test_harness::{fixtures, output_text, require_root_and_tools, skip_or_fail, Containerd};
+use test_harness::{fixtures, output_text, require_root_and_tools, Containerd};
 use urunc::guest_init::Newc;
 
 const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
@@ -217,42 +216,9 @@ impl Wire {
     }
 }
 
-/// The static urunit binary, built once per test run unless `URUNC_URUNIT` names one.
+/// Shared with the other Linux-guest tests.
 fn urunit() -> Option<PathBuf> {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let got = BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("URUNC_URUNIT").filter(|p| !p.is_empty()) {
-            return Ok(PathBuf::from(p));
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .canonicalize()
-            .map_err(|e| e.to_string())?;
-        let target_dir = root.join("target/urunit");
-        let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-        let t = Instant::now();
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "urunit", "--target", &triple])
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .current_dir(&root)
-            .output()
-            .map_err(|e| format!("cargo: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("building urunit failed:\n{}", output_text(&out)));
-        }
-        eprintln!("urunit built (or found up to date) in {:?}", t.elapsed());
-        Ok(target_dir.join(triple).join("release/urunit"))
-    });
-    match got {
-        Ok(p) => Some(p.clone()),
-        Err(e) => {
-            skip_or_fail(e);
-            None
-        }
-    }
+    test_harness::fixtures::urunit()
 }
 
 fn testkernel() -> Option<PathBuf> {

@@ -17,7 +17,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use serde_json::json;
@@ -53,40 +52,9 @@ fn unique(name: &str) -> String {
     format!("{name}-{}", std::process::id())
 }
 
-/// The static urunit binary, built once per test run unless `URUNC_URUNIT` names one.
+/// Shared with the other Linux-guest tests.
 fn urunit() -> Option<PathBuf> {
-    static BIN: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let got = BIN.get_or_init(|| {
-        if let Some(p) = std::env::var_os("URUNC_URUNIT").filter(|p| !p.is_empty()) {
-            return Ok(PathBuf::from(p));
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .canonicalize()
-            .map_err(|e| e.to_string())?;
-        let target_dir = root.join("target/urunit");
-        let triple = format!("{}-unknown-linux-gnu", std::env::consts::ARCH);
-        let out = Command::new(env!("CARGO"))
-            .args(["build", "--release", "-p", "urunit", "--target", &triple])
-            .arg("--target-dir")
-            .arg(&target_dir)
-            .env("RUSTFLAGS", "-C target-feature=+crt-static")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .current_dir(&root)
-            .output()
-            .map_err(|e| format!("cargo: {e}"))?;
-        if !out.status.success() {
-            return Err(format!("building urunit failed:\n{}", output_text(&out)));
-        }
-        Ok(target_dir.join(triple).join("release/urunit"))
-    });
-    match got {
-        Ok(p) => Some(p.clone()),
-        Err(e) => {
-            skip_or_fail(e);
-            None
-        }
-    }
+    test_harness::fixtures::urunit()
 }
 
 /// An archive with `modules` (from the fixtures) and their `load-order.txt`.
