@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use oci_image::ImageBuilder;
 use serde_json::{json, Value};
 use test_harness::cri::{api, container_config, cri_toml, pod_config, Cri};
+use test_harness::fixtures::NET_MODULES;
 use test_harness::{
     busybox_image, fixtures, mounts_under, pids_with_arg, require_root_and_tools, Containerd,
 };
@@ -72,17 +73,6 @@ const TESTKERNEL_KEYS: &[(&str, &str)] = &[
 ];
 const BOOTED: &str = "URUNC-TESTKERNEL-BOOTED";
 const PAGE: &str = "hello from a unikernel pod\n";
-/// What the Linux guest needs for virtio-net, in load order.
-const NET_MODULES: &[&str] = &[
-    "virtio_ring",
-    "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev",
-    "virtio",
-    "virtio_pci",
-    "failover",
-    "net_failover",
-    "virtio_net",
-];
 
 /// `urunc` built by cargo next to this test (target/<profile>/deps/cri-* -> ../urunc).
 fn urunc_binary() -> PathBuf {
@@ -612,28 +602,11 @@ fn urunit() -> Option<PathBuf> {
 /// (`/lib/modules/<release>/`, `load-order.txt`, which urunit loads) and
 /// `/www/index.html`.
 fn web_initrd(initrd: &Path) -> Vec<u8> {
-    let linux = fixtures::dir().join("linux");
-    let release = fs::read_to_string(linux.join("kernel-version")).expect("kernel-version");
-    let moddir = format!("lib/modules/{}", release.trim());
     let mut a = Newc::new();
-    a.dir("lib", 0o755)
-        .dir("lib/modules", 0o755)
-        .dir(&moddir, 0o755);
-    for m in NET_MODULES {
-        let ko = fs::read(linux.join(format!("modules/{m}.ko"))).expect("module fixture");
-        a.file(&format!("{moddir}/{m}.ko"), &ko, 0o644);
-    }
-    a.file(
-        &format!("{moddir}/load-order.txt"),
-        NET_MODULES.join("\n").as_bytes(),
-        0o644,
-    );
+    fixtures::add_modules(&mut a, NET_MODULES);
     a.dir("www", 0o755)
         .file("www/index.html", PAGE.as_bytes(), 0o644);
-    let mut bytes = fs::read(initrd).expect("initrd fixture");
-    bytes.resize(bytes.len().next_multiple_of(512), 0);
-    bytes.extend_from_slice(&a.finish());
-    bytes
+    fixtures::initrd_with(initrd, &a.finish())
 }
 
 /// One HTTP/1.0 GET of `/index.html` from the host.

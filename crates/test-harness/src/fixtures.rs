@@ -81,3 +81,45 @@ pub fn urunit() -> Option<PathBuf> {
         }
     }
 }
+
+/// What a Linux guest needs for virtio-net, in load order.
+pub const NET_MODULES: &[&str] = &[
+    "virtio_ring",
+    "virtio_pci_modern_dev",
+    "virtio_pci_legacy_dev",
+    "virtio",
+    "virtio_pci",
+    "failover",
+    "net_failover",
+    "virtio_net",
+];
+
+/// Adds the fixture kernel's `modules` to `archive` under `/lib/modules/<release>/` with
+/// the `load-order.txt` (in the given order) that urunit reads.
+pub fn add_modules(archive: &mut urunc::guest_init::Newc, modules: &[&str]) {
+    let linux = dir().join("linux");
+    let release = std::fs::read_to_string(linux.join("kernel-version")).expect("kernel-version");
+    let moddir = format!("lib/modules/{}", release.trim());
+    archive
+        .dir("lib", 0o755)
+        .dir("lib/modules", 0o755)
+        .dir(&moddir, 0o755);
+    for m in modules {
+        let ko = std::fs::read(linux.join(format!("modules/{m}.ko"))).expect("module fixture");
+        archive.file(&format!("{moddir}/{m}.ko"), &ko, 0o644);
+    }
+    archive.file(
+        &format!("{moddir}/load-order.txt"),
+        modules.join("\n").as_bytes(),
+        0o644,
+    );
+}
+
+/// The initrd at `initrd` followed by the newc archive `extra` (the kernel unpacks
+/// concatenated archives; the first is padded to a 512-byte boundary).
+pub fn initrd_with(initrd: &std::path::Path, extra: &[u8]) -> Vec<u8> {
+    let mut bytes = std::fs::read(initrd).expect("initrd fixture");
+    bytes.resize(bytes.len().next_multiple_of(512), 0);
+    bytes.extend_from_slice(extra);
+    bytes
+}

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use test_harness::bundle::{TestBundle, Urunc};
+use test_harness::fixtures::NET_MODULES;
 use test_harness::{fixtures, output_text, require_root_and_tools, Containerd};
 use urunc::guest_init::Newc;
 
@@ -41,17 +42,6 @@ const WAIT: Duration = Duration::from_secs(20);
 /// The container side of every veth pair: not `eth0`, so discovery is exercised.
 const UPLINK: &str = "uplink0";
 const PAGE: &str = "hello from a unikernel container\n";
-/// What the Linux guest needs for virtio-net, in load order.
-const NET_MODULES: &[&str] = &[
-    "virtio_ring",
-    "virtio_pci_modern_dev",
-    "virtio_pci_legacy_dev",
-    "virtio",
-    "virtio_pci",
-    "failover",
-    "net_failover",
-    "virtio_net",
-];
 
 fn pid() -> u32 {
     std::process::id()
@@ -236,28 +226,11 @@ fn linux_guest() -> Option<(PathBuf, Vec<u8>, PathBuf)> {
     }
     let (vmlinux, initrd) = fixtures::linux_guest()?;
     let urunit = urunit()?;
-    let linux = fixtures::dir().join("linux");
-    let release = fs::read_to_string(linux.join("kernel-version")).expect("kernel-version");
-    let release = release.trim();
     let mut a = Newc::new();
-    let moddir = format!("lib/modules/{release}");
-    a.dir("lib", 0o755)
-        .dir("lib/modules", 0o755)
-        .dir(&moddir, 0o755);
-    for m in NET_MODULES {
-        let ko = fs::read(linux.join(format!("modules/{m}.ko"))).expect("module fixture");
-        a.file(&format!("{moddir}/{m}.ko"), &ko, 0o644);
-    }
-    a.file(
-        &format!("{moddir}/load-order.txt"),
-        NET_MODULES.join("\n").as_bytes(),
-        0o644,
-    );
+    fixtures::add_modules(&mut a, NET_MODULES);
     a.dir("www", 0o755)
         .file("www/index.html", PAGE.as_bytes(), 0o644);
-    let mut bytes = fs::read(initrd).expect("initrd fixture");
-    bytes.resize(bytes.len().next_multiple_of(512), 0);
-    bytes.extend_from_slice(&a.finish());
+    let bytes = fixtures::initrd_with(&initrd, &a.finish());
     Some((vmlinux, bytes, urunit))
 }
 

@@ -59,23 +59,9 @@ fn urunit() -> Option<PathBuf> {
 
 /// An archive with `modules` (from the fixtures) and their `load-order.txt`.
 fn modules_archive(modules: &[&[&str]]) -> Vec<u8> {
-    let linux = fixtures::dir().join("linux");
-    let release = fs::read_to_string(linux.join("kernel-version")).expect("kernel-version");
-    let moddir = format!("lib/modules/{}", release.trim());
-    let mut a = Newc::new();
-    a.dir("lib", 0o755)
-        .dir("lib/modules", 0o755)
-        .dir(&moddir, 0o755);
     let all: Vec<&str> = modules.iter().flat_map(|m| m.iter().copied()).collect();
-    for m in &all {
-        let ko = fs::read(linux.join(format!("modules/{m}.ko"))).expect("module fixture");
-        a.file(&format!("{moddir}/{m}.ko"), &ko, 0o644);
-    }
-    a.file(
-        &format!("{moddir}/load-order.txt"),
-        all.join("\n").as_bytes(),
-        0o644,
-    );
+    let mut a = Newc::new();
+    fixtures::add_modules(&mut a, &all);
     a.finish()
 }
 
