@@ -150,6 +150,24 @@ pub(crate) fn kill_tree_and_wait(pid: i32, timeout: Duration) {
     }
 }
 
+/// Stops a daemon we started: SIGTERM, then SIGKILL if it has not exited within `grace`.
+pub(crate) fn terminate(child: &mut std::process::Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // SAFETY: plain kill(2) on the PID of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

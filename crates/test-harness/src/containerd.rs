@@ -445,23 +445,9 @@ impl Containerd {
 
     /// SIGTERM to our containerd, SIGKILL if it has not exited in 5 s.
     fn stop_containerd(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+        if let Some(mut child) = self.child.take() {
+            crate::cleanup::terminate(&mut child, Duration::from_secs(5));
         }
-        // SAFETY: plain kill(2) on the PID of our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 

@@ -175,23 +175,9 @@ impl Dockerd {
     }
 
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
+        if let Some(mut child) = self.child.take() {
+            crate::cleanup::terminate(&mut child, Duration::from_secs(10));
         }
-        // SAFETY: plain kill(2) on the PID of our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
 
