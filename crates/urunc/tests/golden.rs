@@ -56,6 +56,7 @@ fn render_all() -> String {
                     cmdline,
                     accel: Accel::Kvm,
                     seccomp: false,
+                    tender_seccomp: false,
                     status_file: None,
                     machine: if m.name() == "qemu" {
                         "pc".into()
@@ -108,6 +109,7 @@ fn dummy() -> VmConfig {
         cmdline: String::new(),
         accel: Accel::Kvm,
         seccomp: false,
+        tender_seccomp: false,
         status_file: None,
         machine: String::new(),
         block: None,

@@ -12,6 +12,7 @@
 //! monitor, so monitors never look at guest types.
 
 mod cmdline;
+mod includeos;
 mod linux;
 mod mewz;
 mod mirage;
@@ -82,6 +83,7 @@ pub static ALL: &[&dyn Guest] = &[
     &mirage::Mirage,
     &mewz::Mewz,
     &osv::Osv,
+    &includeos::IncludeOs,
 ];
 
 pub fn by_name(name: &str) -> Option<&'static dyn Guest> {
