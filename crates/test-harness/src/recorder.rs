@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 pub const BIN: &str = "urunc-record-monitor";
+/// An argument that makes the recorder try a system call no seccomp filter allows,
+/// after recording; it prints [`SURVIVED`] if it was not killed.
+pub const FORBIDDEN_PROBE: &str = "--urunc-record-forbidden-syscall";
+pub const SURVIVED: &str = "URUNC-RECORD-SURVIVED-FORBIDDEN-SYSCALL";
 const BEGIN: &str = "URUNC-RECORD-BEGIN";
 const END: &str = "URUNC-RECORD-END";
 

@@ -4,7 +4,9 @@
 //! double records its argv, environment, ids, namespaces, seccomp status, its root
 //! and the configuration file it was given on the container's stdout, then exits.
 //! What it recorded is checked here; the argument formats themselves are golden-tested
-//! next to each monitor in the `urunc` crate.
+//! next to each monitor in the `urunc` crate. The double also stands in for an old
+//! `solo5-hvt` (no seccomp of its own) and, with libseccomp's name appended to it, a
+//! self-confining one, to check where urunc installs its filter before exec.
 //!
 //! Skips (with a `SKIP:` line) when not root, or the fixtures or the recorder are
 //! missing; fails instead when `URUNC_REQUIRE_INTEGRATION` is set.
@@ -113,6 +115,7 @@ fn strs(v: &Value) -> Vec<String> {
 /// namespaces, a read-only root of its own with only the devices it needs.
 #[track_caller]
 fn assert_confined(rec: &Value, kernel: &Path, kvm: bool) {
+    assert_eq!(rec["filtered"], false, "no seccomp filter expected: {rec}");
     assert_eq!(
         strs(&rec["env"]),
         [
@@ -181,7 +184,7 @@ fn firecracker_linux_config_file() {
         "only the kernel and the config file"
     );
     assert_confined(&rec, &s.kernel, true);
-    assert_eq!(rec["seccomp"], "0");
+    assert_eq!(rec["status"]["Seccomp"], "0");
 }
 
 #[test]
@@ -320,4 +323,121 @@ fn clear_errors_at_create() {
         0,
         "nothing left in the state root"
     );
+}
+
+/// A copy of the recorder that looks like a self-confining `solo5-hvt` (Solo5 0.11+
+/// links libseccomp): bytes after the ELF image change nothing when it runs.
+fn install_self_confining_hvt(s: &Setup, dir: &Path) {
+    use std::io::Write;
+    recorder::install(&s.recorder, dir, &["solo5-hvt"]);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join("solo5-hvt"))
+        .unwrap();
+    f.write_all(b"\0libseccomp.so.2\0").unwrap();
+}
+
+fn seccomp_bundle(name: &str, s: &Setup, monitor: &str) -> TestBundle {
+    let mut b = bundle(name, s, "mirage", monitor);
+    b.seccomp();
+    b
+}
+
+#[test]
+fn solo5_hvt_gets_urunc_seccomp_filter_before_exec() {
+    let Some(s) = setup() else { return };
+    let u = urunc(&s);
+    let mut b = seccomp_bundle("hvtsec", &s, "solo5-hvt");
+    b.args(&["/app", recorder::FORBIDDEN_PROBE]);
+    let id = unique("hvtsec");
+    let out = u.create(&b, &id);
+    assert!(out.status.success(), "create\n{}", output_text(&out));
+    let out = u.start(&id);
+    assert!(out.status.success(), "start\n{}", output_text(&out));
+    assert!(u.wait_status(&id, "stopped", WAIT), "{id} did not stop");
+    let console = u.console(&id);
+    let out = u.delete(&id);
+    assert!(out.status.success(), "delete\n{}", output_text(&out));
+    assert_eq!(u.leftovers(&b, &id), Vec::<String>::new());
+    assert!(
+        !console.contains(recorder::SURVIVED),
+        "a system call outside the list did not kill the tender:\n{console}"
+    );
+    let rec = recorder::parse(&console).unwrap_or_else(|| panic!("no record in:\n{console}"));
+    // Only what the filter allows was recorded, and exactly one filter is in place.
+    assert_eq!(
+        rec["filtered"], true,
+        "no filter (does the recorder contain \"libseccomp\" or \"seccomp_\"?): {rec}"
+    );
+    assert_eq!(rec["status"]["Seccomp"], "2");
+    assert_eq!(rec["status"]["Seccomp_filters"], "1");
+    assert_eq!(rec["status"]["NoNewPrivs"], "1");
+    assert_eq!(
+        strs(&rec["argv"])[1..],
+        [
+            "--mem=256",
+            "--",
+            "/guest/kernel",
+            &format!("/app {}", recorder::FORBIDDEN_PROBE)
+        ]
+    );
+    assert_eq!(rec["pid"], 1);
+}
+
+#[test]
+fn no_urunc_filter_on_tenders_that_confine_themselves() {
+    let Some(s) = setup() else { return };
+    // Detected: a solo5-hvt linked against libseccomp.
+    let own = s.bin_dir.parent().unwrap().join("own");
+    install_self_confining_hvt(&s, &own);
+    let path = format!(
+        "{}:{}",
+        own.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let u = Urunc::new(URUNC).env("PATH", path);
+    let b = seccomp_bundle("selfsec", &s, "solo5-hvt");
+    let rec = lifecycle(&u, &b, &unique("selfsec"));
+    assert_eq!(rec["status"]["Seccomp"], "0", "{rec}");
+    assert_confined(&rec, &s.kernel, true);
+    // Configured: the file's answer beats detection, both ways.
+    u.write_config("[monitors.solo5-hvt]\ntender_seccomp = false\n");
+    let rec = lifecycle(&u, &b, &unique("cfgoff"));
+    assert_eq!(rec["status"]["Seccomp"], "2", "{rec}");
+    let u = urunc(&s);
+    u.write_config("[monitors.solo5-hvt]\ntender_seccomp = true\n");
+    let rec = lifecycle(&u, &b, &unique("cfgon"));
+    assert_eq!(rec["status"]["Seccomp"], "0", "{rec}");
+    // spt always confines itself.
+    let b = seccomp_bundle("sptsec", &s, "solo5-spt");
+    let rec = lifecycle(&u, &b, &unique("sptsec"));
+    assert_eq!(rec["status"]["Seccomp"], "0", "{rec}");
+}
+
+#[test]
+fn includeos_on_solo5_hvt_and_refused_elsewhere() {
+    let Some(s) = setup() else { return };
+    let u = urunc(&s);
+    let b = bundle("ios", &s, "includeos", "solo5-hvt");
+    let rec = lifecycle(&u, &b, &unique("ios"));
+    assert_eq!(
+        strs(&rec["argv"])[1..],
+        [
+            "--mem=256",
+            "--",
+            "/guest/kernel",
+            "GREETING=hi /app \"hello world\""
+        ]
+    );
+    assert_confined(&rec, &s.kernel, true);
+    let b = bundle("iosfc", &s, "includeos", "firecracker");
+    let out = u.create(&b, &unique("iosfc"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot run on hypervisor \"firecracker\"")
+            && err.contains("it supports: qemu, solo5-hvt, solo5-spt"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_dir(u.root()).unwrap().count(), 0);
 }

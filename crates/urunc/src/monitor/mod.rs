@@ -76,6 +76,10 @@ pub struct VmConfig {
     pub accel: Accel,
     /// The spec asked for seccomp: the monitor confines itself where it can.
     pub seccomp: bool,
+    /// The monitor's binary installs a seccomp filter of its own (decided at
+    /// `create` by [`Monitor::tender_seccomp`]), so urunc must not add one.
+    #[serde(default)]
+    pub tender_seccomp: bool,
     /// A file the guest's second serial port writes to (the guest init reports the
     /// application's exit status there).
     #[serde(default)]
@@ -89,7 +93,8 @@ pub struct VmConfig {
     /// The guest may only read the block device.
     #[serde(default)]
     pub block_readonly: bool,
-    /// Host directories exported to the guest (9p; QEMU only).
+    /// Host directories exported to the guest (QEMU: 9p or virtio-fs; Cloud
+    /// Hypervisor: virtio-fs).
     #[serde(default)]
     pub shares: Vec<SharedDir>,
     #[serde(default)]
@@ -140,6 +145,16 @@ pub trait Monitor: Sync {
     ) -> Option<(&'static str, String)> {
         None
     }
+    /// Whether the executable at `binary` confines itself with seccomp (the
+    /// configuration's answer, else the monitor's own detection). Read at `create`.
+    fn tender_seccomp(&self, _settings: &MonitorSettings, _binary: &std::path::Path) -> bool {
+        false
+    }
+    /// Runs in the container process right before it execs the monitor, after
+    /// privileges are dropped (e.g. to install a seccomp filter). Not pure.
+    fn before_exec(&self, _vm: &VmConfig) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 pub const KVM_DEVICE: &str = "/dev/kvm";
@@ -184,6 +199,7 @@ pub(crate) mod testutil {
             cmdline: "console=ttyS0 panic=-1 quiet".into(),
             accel: Accel::Kvm,
             seccomp: false,
+            tender_seccomp: false,
             status_file: None,
             machine: String::new(),
             block: None,

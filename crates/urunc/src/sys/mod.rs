@@ -6,3 +6,4 @@ pub mod cgroups;
 pub mod console;
 pub mod namespaces;
 pub mod process;
+pub mod seccomp;
