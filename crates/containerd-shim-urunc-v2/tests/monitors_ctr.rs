@@ -1,0 +1,324 @@
+//! The monitors that cannot be installed on the project's machines (Firecracker,
+//! Cloud Hypervisor, Solo5 hvt and spt) driven through the whole stack: `ctr run` ->
+//! a private containerd -> `containerd-shim-urunc-v2` -> `urunc` -> the monitor, which
+//! is the recording test double (`test-harness`'s `urunc-record-monitor`). It prints
+//! how it was executed on the container's stdout, which `ctr run` hands back.
+//!
+//! The double is installed under `firecracker`, `cloud-hypervisor` and `solo5-spt` in
+//! containerd's `<opt>/bin` (first on the PATH containerd gives the shim and urunc),
+//! and for `solo5-hvt` outside any PATH, named by `binary_path` in a urunc
+//! configuration file that containerd's environment points at (`URUNC_CONFIG`).
+//!
+//! Needs `urunc` and the recorder built next to the shim (`cargo build -p urunc-cli
+//! -p test-harness`; `make test` builds the workspace first), else SKIP.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use oci_image::ImageBuilder;
+use serde_json::Value;
+use test_harness::{
+    fixtures, output_text, pids_with_arg, recorder, require_root_and_tools, skip_or_fail,
+    Containerd,
+};
+
+const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-urunc-v2");
+const RUNTIME: &str = "io.containerd.urunc.v2";
+const TOOLS: &[&str] = &["containerd", "ctr", "runc"];
+/// The shim's default urunc `--root` parent.
+const STATE_ROOT: &str = "/run/containerd/urunc";
+
+const KEY_TYPE: &str = "com.urunc.unikernel.unikernelType";
+const KEY_HYPERVISOR: &str = "com.urunc.unikernel.hypervisor";
+const KEY_BINARY: &str = "com.urunc.unikernel.binary";
+const KEY_URUNIT: &str = "com.urunc.urunit";
+
+struct Stack {
+    containerd: Containerd,
+    /// The configuration file and the hvt double; removed on drop.
+    _scratch: tempfile::TempDir,
+    image: String,
+    kernel_size: u64,
+    /// Where the `solo5-hvt` double is (only the configuration file names it).
+    hvt: PathBuf,
+}
+
+/// A binary cargo built next to the shim (target/<profile>/), if it was built.
+fn sibling(name: &str) -> Option<PathBuf> {
+    let p = Path::new(SHIM).parent()?.join(name);
+    p.is_file().then_some(p)
+}
+
+fn start() -> Option<Stack> {
+    if !require_root_and_tools(TOOLS) {
+        return None;
+    }
+    let kernel = fixtures::testkernel()?;
+    let (Some(urunc), Some(rec)) = (sibling("urunc"), recorder::binary(Path::new(SHIM))) else {
+        skip_or_fail(&format!(
+            "urunc or {} not built next to the shim (cargo build -p urunc-cli -p test-harness)",
+            recorder::BIN
+        ));
+        return None;
+    };
+    // urunc reads the file (and finds the hvt double) at each `create`.
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let config = scratch.path().join("urunc.toml");
+    let containerd = Containerd::builder()
+        .env("URUNC_CONFIG", config.to_str().unwrap())
+        .ctr_timeout(Duration::from_secs(60))
+        .start()
+        .expect("starting containerd");
+    let bin = containerd.dir().join("opt/bin");
+    fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(SHIM, bin.join("containerd-shim-urunc-v2")).unwrap();
+    std::os::unix::fs::symlink(&urunc, bin.join("urunc")).unwrap();
+    recorder::install(
+        &rec,
+        &bin,
+        &["firecracker", "cloud-hypervisor", "solo5-spt"],
+    );
+    let elsewhere = scratch.path().join("monitors");
+    recorder::install(&rec, &elsewhere, &["hvt-double"]);
+    let hvt = elsewhere.join("hvt-double");
+    fs::write(
+        &config,
+        format!(
+            "[monitors.solo5-hvt]\nbinary_path = \"{}\"\n\n[monitors.firecracker]\ndefault_vcpus = 2\n",
+            hvt.display()
+        ),
+    )
+    .unwrap();
+
+    let mut image = ImageBuilder::new();
+    image.add_file("/boot/kernel", &kernel, 0o755).unwrap();
+    image.cmd(["/boot/kernel"]);
+    let tar = containerd.dir().join("monitors-image.tar");
+    image
+        .write_oci_archive(&tar, "example.com/urunc/monitors:1")
+        .expect("writing the image");
+    let image = containerd.import(&tar).expect("importing the image");
+    let _ = fs::remove_file(&tar);
+    Some(Stack {
+        containerd,
+        _scratch: scratch,
+        image,
+        kernel_size: fs::metadata(&kernel).unwrap().len(),
+        hvt,
+    })
+}
+
+/// `ctr run --rm` of the image with `keys` as annotations (and `extra` flags); returns
+/// what the double recorded, after checking nothing of the container is left.
+fn run(st: &Stack, name: &str, keys: &[(&str, &str)], extra: &[&str]) -> Value {
+    let id = st.containerd.unique_id(name);
+    let mut flags = vec!["--runtime".to_string(), RUNTIME.to_string()];
+    for (k, v) in keys {
+        flags.push("--annotation".into());
+        flags.push(format!("{k}={v}"));
+    }
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let out = st
+        .containerd
+        .run(&flags, &st.image, &id, &["/app", "hello world"]);
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(0), "ctr run {id}\n{text}");
+    assert_nothing_left(&st.containerd, &id);
+    recorder::parse(&String::from_utf8_lossy(&out.stdout))
+        .unwrap_or_else(|| panic!("no record from {id}:\n{text}"))
+}
+
+fn assert_nothing_left(containerd: &Containerd, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !pids_with_arg(id).is_empty() {
+        assert!(Instant::now() < deadline, "processes of {id} remain");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let state = Path::new(STATE_ROOT).join(containerd.namespace()).join(id);
+    assert!(!state.exists(), "urunc state {state:?} left behind");
+    let ls = containerd.ctr_ok(&["containers", "ls", "-q"]);
+    assert!(
+        !String::from_utf8_lossy(&ls.stdout)
+            .lines()
+            .any(|l| l.trim() == id),
+        "container {id} still listed"
+    );
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The monitor ran as the container's pid 1 in namespaces of its own, in its private
+/// read-only root (not the image's), with `/dev/kvm` exactly when it needs KVM.
+#[track_caller]
+fn assert_confined(st: &Stack, rec: &Value, kvm: bool) {
+    assert_eq!(rec["filtered"], false, "{rec}");
+    assert_eq!(rec["pid"], 1);
+    let own = |ns: &str| fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
+    for ns in ["mnt", "pid", "ipc", "uts", "net"] {
+        assert_ne!(
+            rec["namespaces"][ns].as_str().unwrap(),
+            own(ns).to_str().unwrap(),
+            "{ns} namespace shared with the host"
+        );
+    }
+    let root = strs(&rec["root"]);
+    for d in ["dev", "guest", "proc", "sys", "tmp", "usr"] {
+        assert!(root.contains(&d.to_string()), "/{d} missing from {root:?}");
+    }
+    assert!(
+        !root.contains(&"boot".to_string()),
+        "image leaked: {root:?}"
+    );
+    assert_eq!(rec["root_writable"], false);
+    let dev = strs(&rec["dev"]);
+    assert_eq!(dev.contains(&"kvm".to_string()), kvm, "/dev: {dev:?}");
+    assert_eq!(rec["sizes"]["/guest/kernel"].as_u64(), Some(st.kernel_size));
+    assert_eq!(
+        strs(&rec["env"]),
+        [
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "HOME=/tmp"
+        ]
+    );
+}
+
+#[test]
+fn every_uninstallable_monitor_through_containerd() {
+    let Some(st) = start() else { return };
+    if !Path::new("/dev/kvm").exists() {
+        skip_or_fail("/dev/kvm is missing (firecracker, cloud-hypervisor and solo5-hvt need it)");
+        return;
+    }
+    let bin = st.containerd.dir().join("opt/bin");
+
+    // Firecracker: its JSON file, written by urunc and bound read-only into its root.
+    let rec = run(
+        &st,
+        "fc",
+        &[
+            (KEY_TYPE, "unikraft"),
+            (KEY_HYPERVISOR, "firecracker"),
+            (KEY_BINARY, "/boot/kernel"),
+        ],
+        &[],
+    );
+    assert_eq!(
+        strs(&rec["argv"]),
+        [
+            bin.join("firecracker").display().to_string(),
+            "--no-api".into(),
+            "--config-file".into(),
+            "/guest/firecracker.json".into(),
+            "--no-seccomp".into(),
+        ]
+    );
+    let cfg: Value =
+        serde_json::from_str(rec["files"]["/guest/firecracker.json"].as_str().unwrap()).unwrap();
+    assert_eq!(cfg["boot-source"]["kernel_image_path"], "/guest/kernel");
+    let boot_args = cfg["boot-source"]["boot_args"].as_str().unwrap();
+    assert!(
+        boot_args.starts_with("Unikraft ") && boot_args.ends_with(" -- /app \"hello world\""),
+        "{boot_args}"
+    );
+    assert_eq!(
+        cfg["machine-config"]["vcpu_count"], 2,
+        "from the config file"
+    );
+    assert_eq!(strs(&rec["guest"]), ["firecracker.json", "kernel"]);
+    assert_confined(&st, &rec, true);
+
+    // Cloud Hypervisor: its command line.
+    let rec = run(
+        &st,
+        "ch",
+        &[
+            (KEY_TYPE, "linux"),
+            (KEY_HYPERVISOR, "cloud-hypervisor"),
+            (KEY_BINARY, "/boot/kernel"),
+            (KEY_URUNIT, "false"),
+        ],
+        &[],
+    );
+    let argv = strs(&rec["argv"]);
+    assert_eq!(argv[0], bin.join("cloud-hypervisor").display().to_string());
+    assert_eq!(
+        argv[1..11],
+        [
+            "--memory",
+            "size=256M",
+            "--cpus",
+            "boot=1",
+            "--kernel",
+            "/guest/kernel",
+            "--console",
+            "off",
+            "--serial",
+            "tty"
+        ]
+    );
+    let cmdline = argv.last().unwrap();
+    assert!(
+        cmdline.starts_with("console=ttyS0 panic=-1 quiet init=/app PATH=")
+            && cmdline.ends_with(" -- \"hello world\""),
+        "{cmdline}"
+    );
+    assert_confined(&st, &rec, true);
+
+    // Solo5 hvt, from the configuration file's binary_path.
+    let hvt_keys = [
+        (KEY_TYPE, "mirage"),
+        (KEY_HYPERVISOR, "solo5-hvt"),
+        (KEY_BINARY, "/boot/kernel"),
+    ];
+    let rec = run(&st, "hvt", &hvt_keys, &[]);
+    assert_eq!(
+        strs(&rec["argv"]),
+        [
+            st.hvt.display().to_string(),
+            "--mem=256".into(),
+            "--".into(),
+            "/guest/kernel".into(),
+            "/app \"hello world\"".into(),
+        ]
+    );
+    assert_confined(&st, &rec, true);
+    // With containerd's default seccomp profile in the spec, urunc confines this
+    // tender (it has no filter of its own) before exec: exactly one filter.
+    let rec = run(&st, "hvtsec", &hvt_keys, &["--seccomp"]);
+    assert_eq!(rec["filtered"], true, "{rec}");
+    assert_eq!(rec["status"]["Seccomp"], "2");
+    assert_eq!(rec["status"]["Seccomp_filters"], "1");
+    assert_eq!(rec["status"]["NoNewPrivs"], "1");
+    assert_eq!(strs(&rec["argv"])[0], st.hvt.display().to_string());
+
+    // Solo5 spt: no KVM, a Rumprun JSON command line.
+    let rec = run(
+        &st,
+        "spt",
+        &[
+            (KEY_TYPE, "rumprun"),
+            (KEY_HYPERVISOR, "solo5-spt"),
+            (KEY_BINARY, "/boot/kernel"),
+        ],
+        &["--seccomp"],
+    );
+    assert_eq!(
+        strs(&rec["argv"])[1..],
+        [
+            "--mem=256",
+            "--",
+            "/guest/kernel",
+            r#"{"cmdline":"/app hello world","env":"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}"#,
+        ]
+    );
+    assert_eq!(rec["status"]["Seccomp"], "0", "spt confines itself");
+    assert_confined(&st, &rec, false);
+}
