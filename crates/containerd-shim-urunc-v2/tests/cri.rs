@@ -609,11 +609,11 @@ fn web_initrd(initrd: &Path) -> Vec<u8> {
     fixtures::initrd_with(initrd, &a.finish())
 }
 
-/// One HTTP/1.0 GET of `/index.html` from the host.
-fn http_get(addr: SocketAddr) -> std::io::Result<String> {
+/// One HTTP/1.0 GET of `path` from the host.
+fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET /index.html HTTP/1.0\r\nHost: {}\r\n\r\n", addr.ip())?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", addr.ip())?;
     let mut reply = String::new();
     s.read_to_string(&mut reply)?;
     Ok(reply)
@@ -639,7 +639,14 @@ fn linux_guest_in_a_cni_pod_answers_http_at_the_pod_ip() {
         .unwrap()
         .add_bytes("/boot/initrd", web_initrd(&initrd), 0o644)
         .unwrap();
-    image.cmd(["/bin/busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
+    // The guest publishes the /etc/hostname and /etc/hosts it got from the CRI plugin
+    // (copied in by urunc, see docs/storage.md), then serves.
+    image.cmd([
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "cat /etc/hostname /etc/hosts > /www/etc.txt; exec /bin/busybox httpd -f -p 80 -h /www",
+    ]);
     let image = import(&env.containerd, &image, "example.com/urunc/cri-web:1");
 
     let pod = Pod::run(&env, "web-pod", &[]);
@@ -660,7 +667,7 @@ fn linux_guest_in_a_cni_pod_answers_http_at_the_pod_ip() {
     let addr: SocketAddr = format!("{ip}:80").parse().unwrap();
     let mut last;
     let reply = loop {
-        match http_get(addr) {
+        match http_get(addr, "/index.html") {
             Ok(r) if r.contains(PAGE.trim()) => break r,
             Ok(r) => last = r,
             Err(e) => last = e.to_string(),
@@ -679,6 +686,12 @@ fn linux_guest_in_a_cni_pod_answers_http_at_the_pod_ip() {
         reply.starts_with("HTTP/1.") && reply.contains(" 200 "),
         "{reply}"
     );
+    // The pod's /etc/hostname and /etc/hosts (the CRI plugin's files) reached the guest.
+    let etc = http_get(addr, "/etc.txt").expect("GET /etc.txt");
+    assert!(etc.contains(" 200 "), "{etc}");
+    let body = etc.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(body.starts_with("web-pod\n"), "guest /etc/hostname: {body:?}");
+    assert!(body.contains("localhost"), "guest /etc/hosts: {body:?}");
     let s = env.cri.container_status(&id).unwrap();
     assert_eq!(
         s.state,

@@ -23,9 +23,10 @@ use crate::guest_init::{self, UrunitPlan};
 use crate::monitor::{self, Accel, VmConfig};
 use crate::network::{self, NetConfig, NetMode, NetPlan, Netns};
 use crate::rootfs_path;
-use crate::storage::{self, Share, SharedFs};
+use crate::storage::{self, BlockRoot, Share, SharedFs};
 use crate::unikernel::{
     UnikernelConfig, KEY_BINARY, KEY_BLK_MNT_POINT, KEY_BLOCK, KEY_INITRD, KEY_MOUNT_ROOTFS,
+    KEY_USE_DM_BLOCK,
 };
 
 pub const DEFAULT_MEMORY_MIB: u64 = 256;
@@ -79,6 +80,10 @@ pub struct Plan {
     /// Host directories bound into the monitor's root and exported to the guest.
     #[serde(default)]
     pub shares: Vec<Share>,
+    /// The block device behind the rootfs (`useDMBlock`), the guest's root disk; `start`
+    /// makes the host's mount of it read-only first.
+    #[serde(default)]
+    pub block_root: Option<BlockRoot>,
     /// The monitor's settings from the configuration file as `create` read them
     /// (a record: the values are already in `vm`, so later edits change nothing).
     #[serde(default)]
@@ -269,6 +274,7 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
                 status_port: Some(guest_init::STATUS_PORT.into()),
                 root: None,
                 mounts: vec![],
+                files: vec![],
             };
             let setup = GuestSetup {
                 args: vec![urunit::BINARY_PATH.into()],
@@ -324,6 +330,7 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
                     fstype: fstype.into(),
                     data: String::new(),
                     readonly: root_ro,
+                    file: None,
                 });
             }
             (None, mnt) => setup.block_mount = mnt.clone(),
@@ -331,15 +338,44 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
         }
         files.push(file);
     }
-    let sharedfs = storage::shared_fs(annotations.get(storage::SHAREDFS_ANNOTATION))?;
-    let mut shares = Vec::new();
-    let can_share = |what: &str| -> Result<()> {
-        if monitor.name() != "qemu" {
+    // The block-backed rootfs: the device is the guest's disk and its root.
+    let mut block_root = None;
+    if cfg.use_dm_block {
+        if cfg.block.is_some() || cfg.mount_rootfs {
             return Err(Error::Config(format!(
-                "{what}: sharing directories with the guest is supported on hypervisor \"qemu\" only, not {:?}",
-                monitor.name()
+                "{KEY_USE_DM_BLOCK}=true cannot be combined with {KEY_BLOCK} or {KEY_MOUNT_ROOTFS}=true: the rootfs device is the guest's only disk and its root"
             )));
         }
+        let b = storage::block_root_for(guest.name(), &bundle.rootfs)?;
+        match init_plan.as_mut() {
+            Some(init) => {
+                init.config.root = Some(urunit::config::Mount {
+                    source: storage::BLOCK_DEVICE.into(),
+                    target: "/".into(),
+                    fstype: b.fstype.clone(),
+                    data: String::new(),
+                    readonly: root_ro,
+                    file: None,
+                })
+            }
+            None if guest.supports_guest_init() => {
+                return Err(Error::Config(format!(
+                    "{KEY_USE_DM_BLOCK}=true needs urunc's guest init for a {} guest: an initrd ({KEY_INITRD}) and urunit installed",
+                    guest.name()
+                )))
+            }
+            None => setup.block_mount = Some("/".into()),
+        }
+        block = Some(b.device.clone());
+        block_root = Some(b);
+    }
+    let sharedfs = storage::shared_fs(
+        annotations.get(storage::SHAREDFS_ANNOTATION),
+        monitor.name(),
+    )?;
+    let mut shares = Vec::new();
+    let can_share = |what: &str| -> Result<()> {
+        storage::check_sharing(what, monitor.name(), sharedfs)?;
         if sharedfs == SharedFs::VirtioFs && !Path::new(storage::VIRTIOFSD).is_file() {
             return Err(Error::Config(format!(
                 "{what}: {}=virtiofs needs {} (Debian's qemu-system-common); use 9p",
@@ -372,21 +408,26 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
     }
     if let Some(init) = init_plan.as_mut() {
         for (i, v) in storage::volumes(bundle)?.iter().enumerate() {
+            if let Some(file) = storage::copied_file(v) {
+                init.config.files.push(file);
+                continue;
+            }
             can_share(&format!("bind mount {}", v.destination))?;
             let tag = format!("urunc-vol{i}");
-            init.config.mounts.push(storage::guest_mount(
-                sharedfs,
-                &tag,
-                &v.destination,
-                v.readonly,
-            ));
-            shares.push(storage::share(
+            let mut mount = storage::guest_mount(sharedfs, &tag, &v.destination, v.readonly);
+            let mut share = storage::share(
                 sharedfs,
                 v.source.clone(),
                 &format!("vol{i}"),
                 &tag,
                 v.readonly,
-            ));
+            );
+            if v.file {
+                mount.file = Some(storage::SHARED_FILE.into());
+                share.file = true;
+            }
+            init.config.mounts.push(mount);
+            shares.push(share);
         }
     }
 
@@ -405,6 +446,7 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
     )
     .map_err(|e| Error::Other(format!("network: {e}")))?;
 
+    let tender_seccomp = monitor.tender_seccomp(&settings, &binary);
     let mut vm = VmConfig {
         name: format!("urunc-{id}"),
         binary,
@@ -426,6 +468,7 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
         cmdline: String::new(),
         accel,
         seccomp: bundle.has_seccomp(),
+        tender_seccomp,
         status_file: init_plan.as_ref().map(|_| guest_init::STATUS_TARGET.into()),
         machine: match monitor.name() {
             "qemu" => settings
@@ -480,6 +523,10 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
         }
         devices.push(dev.to_string());
     }
+    if let Some(b) = &block_root {
+        // Bound at the same path into the monitor's root.
+        devices.push(b.device.display().to_string());
+    }
     if network.mode != NetMode::None {
         if Path::new(network::TUN_DEVICE).exists() {
             devices.push(network::TUN_DEVICE.into());
@@ -503,6 +550,7 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
         state_files,
         devices,
         shares,
+        block_root,
         settings,
     };
     // Checks the command line now, so a bad one fails `create`.

@@ -47,6 +47,23 @@ pub struct Config {
     /// a block device, shared volumes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mounts: Vec<Mount>,
+    /// Small files the engine manages (`/etc/hosts`, `/etc/hostname`,
+    /// `/etc/resolv.conf`), copied in rather than shared: urunit places each on its
+    /// path after the mounts, read-only when asked. Works on every monitor and needs
+    /// no 9p or virtio-fs in the guest kernel.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<GuestFile>,
+}
+
+/// One file urunit writes into the guest (see [`Config::files`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestFile {
+    /// An absolute path in the guest.
+    pub path: String,
+    pub content: String,
+    #[serde(default)]
+    pub readonly: bool,
 }
 
 /// One filesystem urunit mounts.
@@ -64,6 +81,11 @@ pub struct Mount {
     pub data: String,
     #[serde(default)]
     pub readonly: bool,
+    /// Set for a single file shared in a directory of its own: urunit mounts the share
+    /// aside, binds this file of it onto `target` (made as an empty file if missing)
+    /// and detaches the share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 fn root_dir() -> String {
@@ -169,14 +191,26 @@ mod tests {
                 fstype: "9p".into(),
                 data: "trans=virtio,version=9p2000.L".into(),
                 readonly: false,
+                file: None,
             }),
-            mounts: vec![Mount {
-                source: "/dev/vda".into(),
-                target: "/data".into(),
-                fstype: "ext4".into(),
-                data: String::new(),
-                readonly: true,
-            }],
+            mounts: vec![
+                Mount {
+                    source: "/dev/vda".into(),
+                    target: "/data".into(),
+                    fstype: "ext4".into(),
+                    data: String::new(),
+                    readonly: true,
+                    file: None,
+                },
+                Mount {
+                    source: "urunc-vol1".into(),
+                    target: "/etc/hosts".into(),
+                    fstype: "9p".into(),
+                    data: String::new(),
+                    readonly: true,
+                    file: Some("file".into()),
+                },
+            ],
         };
         assert_eq!(Config::from_json(&cfg.to_json()).unwrap(), cfg);
         let min = Config::from_json(r#"{"args":["/app"]}"#).unwrap();

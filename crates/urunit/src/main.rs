@@ -9,7 +9,8 @@
 //!    looked up as `<name>.ko` in that directory) with `finit_module`;
 //! 4. with a shared root (`root`), mounts it and switches into it (moving `/dev`,
 //!    `/proc`, `/sys` along); then mounts the configured `mounts` (a block device, shared
-//!    volumes), each a hard error when it fails;
+//!    volumes, single shared files bound onto their destination), each a hard error
+//!    when it fails;
 //! 5. brings `lo` up and configures the NIC with the configured MAC (address, prefix,
 //!    gateway, MTU, `/etc/resolv.conf`); sets the hostname;
 //! 6. runs the container's process (argv, env, cwd, uid/gid/groups) in its own session,
@@ -30,7 +31,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use urunit::config::{self, Config, GuestNet, Mount, DEFAULT_PATH};
+use urunit::config::{self, Config, GuestFile, GuestNet, Mount, DEFAULT_PATH};
 use urunit::netlink::{self, Netlink};
 
 static DEBUG: AtomicBool = AtomicBool::new(false);
@@ -102,9 +103,21 @@ fn boot() -> Result<i32, String> {
         switch_root(root)?;
     }
     for m in &cfg.mounts {
-        mount_fs(m, &m.target)?;
+        match &m.file {
+            Some(file) => mount_file(m, file)?,
+            None => mount_fs(m, &m.target)?,
+        }
     }
-    if let Err(e) = configure_network(cfg.net.as_ref()) {
+    for (i, f) in cfg.files.iter().enumerate() {
+        // The engine's housekeeping files: a failure is reported, the process still runs.
+        if let Err(e) = place_file(i, f) {
+            error(&e);
+        }
+    }
+    // A resolv.conf from the host (the engine's) already names the servers.
+    let resolv_bound = cfg.mounts.iter().any(|m| m.target == "/etc/resolv.conf")
+        || cfg.files.iter().any(|f| f.path == "/etc/resolv.conf");
+    if let Err(e) = configure_network(cfg.net.as_ref(), !resolv_bound) {
         // The process still runs: it may not need the network, and its output says more.
         error(&format!("network: {e}"));
     }
@@ -207,6 +220,80 @@ fn mount_fs(m: &Mount, target: &str) -> Result<(), String> {
         ));
     }
     debug!("mounted {} ({}) on {target}", m.source, m.fstype);
+    Ok(())
+}
+
+/// Where single-file shares are mounted before their file is bound into place (a
+/// writable place that exists with a read-only root too).
+const FILE_STAGING: &str = "/dev/.urunc-files";
+
+/// Binds `file` of the share `m` onto `m.target` (a file, made if missing), read-only
+/// when `m.readonly`, then detaches the share: only the file stays visible.
+fn mount_file(m: &Mount, file: &str) -> Result<(), String> {
+    if file.is_empty() || file.contains('/') || file == "." || file == ".." {
+        return Err(format!(
+            "mount {} on {}: bad file name {file:?}",
+            m.source, m.target
+        ));
+    }
+    let stage = format!("{FILE_STAGING}/{}", m.source.replace('/', "_"));
+    mount_fs(m, &stage)?;
+    make_file(&m.target)?;
+    let src = format!("{stage}/{file}");
+    let result = bind_file(&src, &m.target, m.readonly)
+        .map_err(|e| format!("bind {} of {} on {}: {e}", file, m.source, m.target));
+    if result.is_ok() {
+        debug!("bound {file} of {} on {}", m.source, m.target);
+    }
+    let st = cstr(&stage);
+    // SAFETY: valid string; the bind above keeps the file reachable.
+    unsafe { libc::umount2(st.as_ptr(), libc::MNT_DETACH) };
+    let _ = fs::remove_dir(&stage);
+    result
+}
+
+/// `path` as an (empty) file if missing, with its parent directories.
+fn make_file(path: &str) -> Result<(), String> {
+    let target = Path::new(path);
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
+    }
+    if !target.exists() {
+        fs::File::create(target).map_err(|e| format!("create {path}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Binds file `src` onto `target`, read-only when asked.
+fn bind_file(src: &str, target: &str, readonly: bool) -> std::io::Result<()> {
+    let null = std::ptr::null::<libc::c_char>();
+    let (s, t) = (cstr(src), cstr(target));
+    // SAFETY: valid strings; a bind ignores the type and data.
+    let mut rc = unsafe { libc::mount(s.as_ptr(), t.as_ptr(), null, libc::MS_BIND, null.cast()) };
+    if rc == 0 && readonly {
+        let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+        // SAFETY: as above.
+        rc = unsafe { libc::mount(null, t.as_ptr(), null, flags, null.cast()) };
+    }
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes a copied-in file to the staging directory (in `/dev`, writable even when
+/// the root is not) and binds it onto its path, so a read-only root still gets it.
+fn place_file(i: usize, f: &GuestFile) -> Result<(), String> {
+    if !f.path.starts_with('/') {
+        return Err(format!("file {:?}: not an absolute path", f.path));
+    }
+    fs::create_dir_all(FILE_STAGING).map_err(|e| format!("mkdir {FILE_STAGING}: {e}"))?;
+    let staged = format!("{FILE_STAGING}/copy{i}");
+    fs::write(&staged, &f.content).map_err(|e| format!("write {staged}: {e}"))?;
+    make_file(&f.path)?;
+    bind_file(&staged, &f.path, f.readonly)
+        .map_err(|e| format!("bind {staged} on {}: {e}", f.path))?;
+    debug!("placed {} ({} bytes)", f.path, f.content.len());
     Ok(())
 }
 
@@ -343,7 +430,7 @@ fn load_modules() {
     }
 }
 
-fn configure_network(net: Option<&GuestNet>) -> Result<(), String> {
+fn configure_network(net: Option<&GuestNet>, write_resolv: bool) -> Result<(), String> {
     let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
     let links = nl.links().map_err(|e| format!("list links: {e}"))?;
     if let Some(lo) = links.iter().find(|l| l.is_loopback()) {
@@ -384,7 +471,7 @@ fn configure_network(net: Option<&GuestNet>) -> Result<(), String> {
         nl.add_ipv4_route(std::net::Ipv4Addr::UNSPECIFIED, 0, Some(gw), link.index)
             .map_err(|e| format!("default route via {gw}: {e}"))?;
     }
-    if !net.dns.is_empty() {
+    if write_resolv && !net.dns.is_empty() {
         let _ = fs::create_dir_all("/etc");
         let text: String = net
             .dns

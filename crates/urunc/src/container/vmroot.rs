@@ -12,7 +12,10 @@
 //!                       the guest init, the writable exit-status file)
 //! /guest/rootfs, /guest/vol<N>
 //!                       binds of the directories shared with the guest (the container
-//!                       rootfs, the spec's bind mounts; see `crate::storage`)
+//!                       rootfs, the spec's bind mounts; see `crate::storage`); for a
+//!                       bind mount of a single file, a directory holding only a bind
+//!                       of that file
+//! /dev/<disk>           the rootfs's block device with `useDMBlock`
 //! ```
 //!
 //! The image files are bound from already-open descriptors (`/proc/self/fd/N`), so the
@@ -193,7 +196,14 @@ pub fn build(s: &VmRootSpec) -> Result<()> {
     for sh in s.shares {
         let dst = root.join(sh.target.strip_prefix("/").unwrap_or(&sh.target));
         std::fs::create_dir_all(&dst).ctx(|| format!("mkdir {dst:?}"))?;
-        bind(&sh.source, &dst, sh.readonly)?;
+        if sh.file {
+            // 9p and virtio-fs export directories: one of its own, holding the file.
+            let file = dst.join(crate::storage::SHARED_FILE);
+            touch(&file)?;
+            bind(&sh.source, &file, sh.readonly)?;
+        } else {
+            bind(&sh.source, &dst, sh.readonly)?;
+        }
     }
     if s.shares.iter().any(|sh| sh.socket.is_some()) {
         // virtiofsd keeps its lock files in /var/run/virtiofsd.
