@@ -261,6 +261,7 @@ impl Inner {
 
 impl Service {
     pub fn new(namespace: &str, exit: Arc<ExitSignal>, events: Events) -> Service {
+        urunc::timestamps::init_from_config_file();
         let inner = Arc::new(Inner {
             namespace: namespace.to_string(),
             exit,
@@ -283,6 +284,7 @@ impl Service {
     }
 
     fn do_create(&self, req: CreateTaskRequest) -> Result<CreateTaskResponse> {
+        urunc::timestamps::mark(&req.id, urunc::timestamps::Phase::ShimCreate);
         let id = req.id.clone();
         if !req.checkpoint.is_empty() || !req.parent_checkpoint.is_empty() {
             return Err(Error::unimplemented(
@@ -371,6 +373,7 @@ impl Service {
     }
 
     fn start_init(&self, id: &str) -> Result<StartResponse> {
+        urunc::timestamps::mark(id, urunc::timestamps::Phase::ShimStart);
         let urunc = {
             let mut t = self.inner.lock();
             let c = t.get_mut(id)?;

@@ -120,6 +120,8 @@ pub enum Command {
     Resume { id: String },
     /// Print the features this runtime supports as JSON
     Features,
+    /// Print a container's start-up timestamps (kept after delete; see docs/performance.md)
+    Timestamps { id: String },
     /// Write a template config.json for a unikernel container
     Spec {
         #[arg(short, long, default_value = ".")]

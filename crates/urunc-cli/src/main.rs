@@ -31,6 +31,7 @@ fn main() {
             std::process::exit(1);
         }
     };
+    urunc::timestamps::init(&config.timestamps);
     let code = match commands::dispatch(&cli, &config, &log) {
         Ok(code) => code,
         Err(e) => {

@@ -7,7 +7,8 @@
 //! format = "text"         # text or json (the CLI's --log-format wins when given)
 //!
 //! [timestamps]
-//! enabled = false         # time every lifecycle step in the log
+//! enabled = false         # record start-up timestamps (`urunc timestamps ID`)
+//! dir = "/run/urunc-timestamps"  # where their per-container logs go
 //!
 //! [monitors.qemu]
 //! binary_path = "/usr/bin/qemu-system-x86_64"
@@ -16,6 +17,10 @@
 //! accel = "kvm"           # QEMU only: kvm or tcg (URUNC_QEMU_ACCEL wins)
 //! machine = "pc"          # QEMU only: pc or microvm (x86_64), virt (aarch64)
 //! extra_args = []         # appended to the monitor's argv
+//!
+//! [monitors.solo5-hvt]
+//! tender_seccomp = true   # solo5-hvt only: it installs its own seccomp filter
+//!                         # (Solo5 0.11.0+); unset: detected from the binary
 //! ```
 //!
 //! A missing file means the built-in defaults; an unreadable or invalid one is an
@@ -73,6 +78,8 @@ pub struct LogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Timestamps {
     pub enabled: bool,
+    /// Where the per-container logs go (see `crate::timestamps`).
+    pub dir: Option<PathBuf>,
 }
 
 /// One monitor's settings. Every field is optional: unset means the built-in default.
@@ -91,6 +98,9 @@ pub struct MonitorSettings {
     pub machine: Option<String>,
     /// Appended to the monitor's argv, before the guest's kernel and command line.
     pub extra_args: Vec<String>,
+    /// solo5-hvt: the tender installs its own seccomp filter, so urunc adds none
+    /// (unset: detected from the binary; see `monitor::solo5`).
+    pub tender_seccomp: Option<bool>,
 }
 
 impl Config {
@@ -114,18 +124,16 @@ impl Config {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
                 return Ok(Config::default())
             }
-            Err(e) => return Err(Error::Config(format!("config file {path:?}: {e}"))),
+            Err(e) => return Err(file_error(path, e)),
         };
         let mut text = String::new();
         file.take(MAX_SIZE + 1)
             .read_to_string(&mut text)
-            .map_err(|e| Error::Config(format!("config file {path:?}: {e}")))?;
+            .map_err(|e| file_error(path, e))?;
         if text.len() as u64 > MAX_SIZE {
-            return Err(Error::Config(format!(
-                "config file {path:?} is larger than {MAX_SIZE} bytes"
-            )));
+            return Err(file_error(path, format!("larger than {MAX_SIZE} bytes")));
         }
-        Self::parse(&text).map_err(|msg| Error::Config(format!("config file {path:?}: {msg}")))
+        Self::parse(&text).map_err(|msg| file_error(path, msg))
     }
 
     /// Parses and validates; the error names the line (and column).
@@ -135,7 +143,16 @@ impl Config {
             match e.span() {
                 Some(span) => {
                     let (line, col) = line_col(text, span.start);
-                    format!("line {line}, column {col}: {msg}")
+                    // Quote the line: serde's message names the value, not the key.
+                    let src: String = text
+                        .lines()
+                        .nth(line - 1)
+                        .unwrap_or("")
+                        .trim()
+                        .chars()
+                        .take(80)
+                        .collect();
+                    format!("line {line}, column {col} ({src:?}): {msg}")
                 }
                 None => msg,
             }
@@ -145,6 +162,9 @@ impl Config {
     }
 
     fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(d) = self.timestamps.dir.as_ref().filter(|d| !d.is_absolute()) {
+            return Err(format!("[timestamps] dir {d:?} must be an absolute path"));
+        }
         for (name, m) in &self.monitors {
             if crate::monitor::by_name(name).is_none() {
                 return Err(format!(
@@ -174,6 +194,11 @@ impl Config {
                     "[monitors.{name}]: accel and machine are QEMU settings"
                 ));
             }
+            if name != "solo5-hvt" && m.tender_seccomp.is_some() {
+                return Err(format!(
+                    "[monitors.{name}]: tender_seccomp is a solo5-hvt setting"
+                ));
+            }
             if let Some(a) = &m.accel {
                 crate::monitor::parse_accel(a).map_err(|e| format!("[monitors.{name}] {e}"))?;
             }
@@ -201,6 +226,13 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
     (line, col)
+}
+
+fn file_error(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::ConfigFile {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -258,11 +290,15 @@ default_memory_mb = 128
     #[test]
     fn errors_name_the_line() {
         let e = Config::parse("[log]\nlevel = \"info\"\nlevle = \"debug\"\n").unwrap_err();
-        assert!(e.starts_with("line 3, column 1:"), "{e}");
+        assert!(e.starts_with("line 3, column 1 (\"levle = "), "{e}");
         assert!(e.contains("unknown field `levle`"), "{e}");
 
         let e = Config::parse("[monitors.qemu]\n\ndefault_memory_mb = -5\n").unwrap_err();
         assert!(e.starts_with("line 3,"), "{e}");
+        assert!(
+            e.contains("default_memory_mb = -5"),
+            "the key is named: {e}"
+        );
 
         let e = Config::parse("[log]\nlevel = \"loud\"\n").unwrap_err();
         assert!(e.starts_with("line 2,"), "{e}");

@@ -12,6 +12,10 @@ pub enum Error {
     #[error("unikernel configuration: {0}")]
     Config(String),
 
+    /// urunc's own configuration file (`/etc/urunc/config.toml` or `--config`).
+    #[error("config file {path:?}: {msg}")]
+    ConfigFile { path: PathBuf, msg: String },
+
     #[error("{what} {path:?}: {msg}")]
     Path {
         what: String,

@@ -8,7 +8,8 @@
 //!   file per monitor) builds monitor command lines; [`plan`] joins them for a bundle.
 //! - [`network`] hands the container's network to the guest (tap, redirect, modes);
 //!   [`guest_init`] packages the guest init for Linux guests (the `urunit` crate).
-//! - [`config`] is urunc's own configuration file (`/etc/urunc/config.toml`).
+//! - [`config`] is urunc's own configuration file (`/etc/urunc/config.toml`);
+//!   [`timestamps`] records start-up phases when asked.
 //! - [`container`] is the lifecycle (create/start/kill/delete) and its state;
 //!   [`sys`] wraps the Linux facilities it uses.
 
@@ -24,6 +25,7 @@ pub mod plan;
 pub mod rootfs_path;
 pub mod storage;
 pub mod sys;
+pub mod timestamps;
 pub mod unikernel;
 
 pub use error::{Error, Result};

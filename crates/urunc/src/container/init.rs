@@ -25,8 +25,11 @@ use crate::guest_init;
 use crate::network::{self, NetConfig};
 use crate::plan::{GuestFile, Plan};
 use crate::sys::capabilities::{self, CapSets};
+use crate::timestamps::{mark, Phase};
 
 pub struct ChildSetup {
+    /// The container id, for its start-up timestamps.
+    pub id: String,
     pub sock: UnixStream,
     pub join: Vec<(CloneFlags, File)>,
     pub unshare_mount: bool,
@@ -105,6 +108,7 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
         binary: &c.binary,
         new_pid_ns: c.new_pid,
     })?;
+    mark(&c.id, Phase::NamespacesReady);
     sync::send(&mut c.sock, sync::READY, "").ctx(|| "report ready".into())?;
 
     let creating = sync::expect(&mut c.sock, sync::HOOKS_DONE, "urunc create")?;
@@ -140,6 +144,7 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
                 let _ = File::from(fd).write_all(e.to_string().as_bytes());
             }
         })?;
+    mark(&c.id, Phase::StorageReady);
     fifo.write_all(b"0").ctx(|| "signal start".into())?;
 
     hooks::run(&c.spec, Kind::StartContainer, created.as_bytes())?;
@@ -147,6 +152,11 @@ fn main(c: &mut ChildSetup) -> Result<std::convert::Infallible> {
     close_other_fds(3 + c.preserve_fds);
     let path = CString::new(c.binary.as_os_str().as_encoded_bytes())
         .map_err(|_| Error::Other("monitor path contains NUL".into()))?;
+    mark(&c.id, Phase::MonitorExec);
+    // Last: a seccomp filter installed here must only allow what the monitor needs.
+    crate::monitor::by_name(&c.plan.monitor)
+        .map_or(Ok(()), |m| m.before_exec(&c.plan.vm))
+        .map_err(Error::Other)?;
     execve(&path, &argv, &c.env).ctx(|| format!("exec {:?}", c.binary))?;
     unreachable!("execve returned without an error")
 }
@@ -222,6 +232,7 @@ fn start_virtiofsd(c: &ChildSetup) -> Result<()> {
 /// guest init's configuration and renders the monitor's argv.
 fn prepare_guest(c: &ChildSetup) -> Result<Vec<CString>> {
     let net = network::setup(&c.plan.network).map_err(|e| Error::Other(format!("network: {e}")))?;
+    mark(&c.id, Phase::NetworkReady);
     let rendered = render(c, net.as_ref());
     if rendered.is_err() {
         if let Some(n) = &net {

@@ -49,6 +49,7 @@ impl Runtime {
 
     /// Lets the waiting container process exec its monitor.
     pub fn start(&self, id: &str) -> Result<()> {
+        crate::timestamps::mark(id, crate::timestamps::Phase::Start);
         let (dir, st, _lock) = self.open_locked(id)?;
         let status = dir.status(&st);
         if status != Status::Created {
@@ -57,6 +58,10 @@ impl Runtime {
                 status,
                 "only a created container can be started",
             ));
+        }
+        // useDMBlock: the host stops writing to the rootfs before the guest may.
+        if let Some(b) = st.plan.as_ref().and_then(|p| p.block_root.as_ref()) {
+            crate::storage::block_root::hand_over(b)?;
         }
         let fd = open(
             &dir.fifo(),
@@ -110,6 +115,7 @@ impl Runtime {
                 eprintln!("urunc: warning: {e}");
             }
         }
+        crate::timestamps::mark(id, crate::timestamps::Phase::Started);
         Ok(())
     }
 

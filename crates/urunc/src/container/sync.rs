@@ -6,7 +6,8 @@ use std::os::unix::net::UnixStream;
 
 use crate::error::{Error, Result};
 
-/// Parent → child: the process is in its cgroup, set up the namespaces.
+/// Parent → child: set up the namespaces and the monitor root (the parent moves the
+/// process into its cgroups meanwhile, and is done before it reads READY).
 pub const GO: u8 = b'G';
 /// Child → parent: namespaces and the monitor root are ready.
 pub const READY: u8 = b'R';
