@@ -33,11 +33,24 @@ pub fn dispatch(cli: &Cli, config: &urunc::config::Config, log: &Logger) -> Resu
 
 fn dispatch_command(cli: &Cli, rt: &Runtime, log: &Logger) -> Result<i32> {
     let rt = rt.clone();
-    // Commands on an id urunc does not know go to runc as they are.
+    // Commands on runc's containers go to runc as they are. An id nobody has is
+    // answered here, as runc would: handed to runc, a command racing a `create` that
+    // has not reserved the id yet could act on it (runc's `delete` removes the
+    // directory of an id it does not know).
     if let Some(id) = target_id(&cli.command) {
         if !rt.owns(id) {
-            log.debug(&format!("{id}: not a urunc container, handing to runc"));
-            return Err(runc::exec_delegate());
+            // Asked again after the directory test: a `create` may have reserved the
+            // id in between (its directory appears holding our state).
+            if runc::has_container(&rt.root, id) && !rt.owns(id) {
+                log.debug(&format!("{id}: not a urunc container, handing to runc"));
+                return Err(runc::exec_delegate());
+            }
+            if matches!(cli.command, Command::Delete { force: true, .. }) {
+                // runc's `delete --force` of an unknown id succeeds too; what a killed
+                // `delete` of it may have left goes.
+                urunc::container::state::sweep(&rt.root);
+                return Ok(0);
+            }
         }
     }
     match &cli.command {
@@ -86,6 +99,15 @@ fn dispatch_command(cli: &Cli, rt: &Runtime, log: &Logger) -> Result<i32> {
         }
         Command::Resume { id } => {
             rt.resume(id)?;
+            Ok(0)
+        }
+        Command::Timestamps { id } => {
+            let dir = urunc::timestamps::directory(&rt.config.timestamps);
+            let entries = urunc::timestamps::Log::new(&dir).read(id).with_context(|| {
+                format!("no start-up timestamps for {id:?} (enable them with [timestamps] enabled = true or {}=1)", urunc::timestamps::ENV)
+            })?;
+            println!("container {id}");
+            print!("{}", urunc::timestamps::report(&entries));
             Ok(0)
         }
         Command::Features => {

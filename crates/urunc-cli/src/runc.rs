@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The runc binary: `$URUNC_RUNC`, else `runc` on PATH.
@@ -28,4 +29,27 @@ pub fn exec_delegate() -> anyhow::Error {
 pub fn output(args: &[&str]) -> Option<Vec<u8>> {
     let out = Command::new(binary()).args(args).output().ok()?;
     out.status.success().then_some(out.stdout)
+}
+
+/// The state root runc uses for a command we hand it: ours when `--root` was given (it
+/// is passed on unchanged), else runc's own default.
+fn root(ours: &Path) -> PathBuf {
+    let explicit = std::env::args_os().any(|a| {
+        let a = a.as_encoded_bytes();
+        a == b"--root" || a.starts_with(b"--root=")
+    });
+    if explicit {
+        return ours.to_path_buf();
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !nix::unistd::geteuid().is_root() => PathBuf::from(dir).join("runc"),
+        _ => PathBuf::from("/run/runc"),
+    }
+}
+
+/// True when runc has (or is making) container `id`: its directory exists under runc's
+/// root. A directory of ours always holds our state file (see `StateDir::reserve`), so
+/// callers ask this only for ids urunc does not own.
+pub fn has_container(ours: &Path, id: &str) -> bool {
+    urunc::container::state::validate_id(id).is_ok() && root(ours).join(id).exists()
 }

@@ -8,6 +8,26 @@ use oci_spec::runtime::Spec;
 use crate::error::{Error, Result};
 
 pub const CONFIG_JSON: &str = "config.json";
+/// Far above any real spec (a few KiB; Kubernetes caps all annotations at 256 KiB), and
+/// low enough that a hostile one cannot make urunc allocate without bound.
+pub const MAX_CONFIG_JSON: u64 = 16 << 20;
+
+/// Reads `config.json` as UTF-8 text of at most [`MAX_CONFIG_JSON`] bytes.
+fn read_bounded(path: &Path) -> std::result::Result<String, String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_JSON + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_CONFIG_JSON {
+        return Err(format!(
+            "larger than the {} MiB allowed for a runtime spec",
+            MAX_CONFIG_JSON >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| format!("not UTF-8 text: {e}"))
+}
 
 #[derive(Debug, Clone)]
 pub struct Bundle {
@@ -25,9 +45,9 @@ impl Bundle {
             msg: format!("bundle directory: {e}"),
         })?;
         let config = dir.join(CONFIG_JSON);
-        let text = std::fs::read_to_string(&config).map_err(|e| Error::Bundle {
+        let text = read_bounded(&config).map_err(|msg| Error::Bundle {
             path: config.clone(),
-            msg: e.to_string(),
+            msg,
         })?;
         let spec: Spec = serde_json::from_str(&text).map_err(|e| Error::Bundle {
             path: config.clone(),

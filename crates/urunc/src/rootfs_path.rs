@@ -128,8 +128,10 @@ fn kind_of(meta: &std::fs::Metadata) -> &'static str {
         "a directory"
     } else if t.is_fifo() {
         "a FIFO"
-    } else if t.is_char_device() || t.is_block_device() {
-        "a device"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
     } else if t.is_socket() {
         "a socket"
     } else {

@@ -4,7 +4,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
@@ -23,6 +23,7 @@ use crate::error::{Context, Error, Result};
 use crate::guest_init;
 use crate::plan::{self, Plan};
 use crate::sys::{capabilities, cgroups, console, namespaces::Namespaces, process};
+use crate::timestamps::{self, Phase};
 use crate::unikernel::UnikernelConfig;
 
 #[derive(Clone, Debug, Default)]
@@ -70,12 +71,39 @@ impl Drop for Undo<'_> {
 impl Runtime {
     pub fn create(&self, o: &CreateOptions) -> Result<Created> {
         super::state::validate_id(&o.id)?;
+        timestamps::mark(&o.id, Phase::Create);
+        // The id is reserved first, before anything slow: from here on every other
+        // command on it finds our state ("creating"), never an empty directory.
+        let me = std::process::id() as i32;
+        let mut state = State {
+            id: o.id.clone(),
+            bundle: o.bundle.clone(),
+            rootfs: PathBuf::new(),
+            pid: 0,
+            pid_start: 0,
+            created: now_rfc3339(),
+            annotations: Default::default(),
+            cgroup_dirs: vec![],
+            plan: None,
+            created_ok: false,
+            creator: me,
+            creator_start: process::start_time(me).unwrap_or(0),
+        };
+        let (dir, lock) = StateDir::reserve(&self.root, &o.id, &state)?;
+        let mut undo = Undo {
+            dir: &dir,
+            cgroups: vec![],
+            pid: None,
+            armed: true,
+        };
         let bundle = Bundle::load(&o.bundle)?;
         let Some(cfg) = UnikernelConfig::load(&bundle.annotations(), &bundle.rootfs)? else {
+            // runc makes it; the reservation goes (the Undo) before runc is exec'd.
             return Ok(Created::Delegate);
         };
         let plan = plan::build(&o.id, &bundle, &cfg, &self.config)?;
         let ns = Namespaces::from_spec(&bundle.spec)?;
+        timestamps::mark(&o.id, Phase::SpecParsed);
         let tty = match (bundle.terminal(), &o.console_socket) {
             (true, None) => {
                 return Err(Error::Other(
@@ -86,30 +114,15 @@ impl Runtime {
             (true, Some(sock)) => Some(sock.clone()),
         };
 
-        let dir = StateDir::create(&self.root, &o.id)?;
-        let mut undo = Undo {
-            dir: &dir,
-            cgroups: vec![],
-            pid: None,
-            armed: true,
-        };
         let mut annotations = bundle
             .annotations()
             .into_iter()
             .collect::<std::collections::BTreeMap<_, _>>();
         annotations.extend(cfg.to_map());
-        let mut state = State {
-            id: o.id.clone(),
-            bundle: bundle.dir.clone(),
-            rootfs: bundle.rootfs.clone(),
-            pid: 0,
-            pid_start: 0,
-            created: now_rfc3339(),
-            annotations,
-            cgroup_dirs: vec![],
-            plan: Some(plan.clone()),
-            created_ok: false,
-        };
+        state.bundle = bundle.dir.clone();
+        state.rootfs = bundle.rootfs.clone();
+        state.annotations = annotations;
+        state.plan = Some(plan.clone());
         dir.save(&state)?;
         mkfifo(&dir.fifo(), Mode::from_bits_truncate(0o622))
             .ctx(|| "create the exec FIFO".into())?;
@@ -138,6 +151,9 @@ impl Runtime {
             self.systemd_cgroup,
         );
         let limits = limits_of(&bundle);
+        undo.cgroups = cgroups::dirs(&cg_path);
+        state.cgroup_dirs = undo.cgroups.clone();
+        dir.save(&state)?;
         undo.cgroups = cgroups::create(&cg_path, &limits)?;
         state.cgroup_dirs = undo.cgroups.clone();
         dir.save(&state)?;
@@ -149,15 +165,17 @@ impl Runtime {
         let (mut parent_sock, child_sock) = UnixStream::pair().ctx(|| "socketpair".into())?;
         let child = self.child_setup(&bundle, &plan, &dir, &ns, tty, child_sock, o.preserve_fds)?;
 
-        let pid = spawn(child, &ns)?;
+        let pid = spawn(child, &ns, lock.as_raw_fd())?;
         let start = process::start_time(pid).unwrap_or(0);
         undo.pid = Some((pid, start));
+        // The process builds its namespaces and monitor root while we move it into its
+        // cgroups: a cgroup v1 migration can wait 5-15 ms for an RCU grace period.
+        sync::send(&mut parent_sock, sync::GO, "").ctx(|| "start the container process".into())?;
         state.pid = pid;
         state.pid_start = start;
         dir.save(&state)?;
         cgroups::add_pid(&undo.cgroups, pid)?;
-
-        sync::send(&mut parent_sock, sync::GO, "").ctx(|| "start the container process".into())?;
+        timestamps::mark(&o.id, Phase::CgroupsReady);
         sync::expect(&mut parent_sock, sync::READY, "container process")?;
         let creating = serde_json::to_vec(&dir.oci_state(&state)).expect("state serialises");
         hooks::run(&bundle.spec, Kind::Prestart, &creating)?;
@@ -180,6 +198,7 @@ impl Runtime {
         sync::expect(&mut parent_sock, sync::DETACHED, "container process")?;
         undo.armed = false;
         debug_assert_eq!(dir.status(&state), Status::Created);
+        timestamps::mark(&o.id, Phase::Created);
         Ok(Created::Container { pid })
     }
 
@@ -212,6 +231,11 @@ impl Runtime {
         let process = bundle.spec.process().as_ref();
         let user = process.map(|p| p.user().clone()).unwrap_or_default();
         Ok(ChildSetup {
+            id: dir
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into())
+                .unwrap_or_default(),
             sock,
             join: ns
                 .join
@@ -270,7 +294,9 @@ fn limits_of(bundle: &Bundle) -> cgroups::Limits {
 
 /// Clones the container process. Joining a pid namespace only affects children, so the
 /// parent joins it just around the clone and returns to its own afterwards.
-fn spawn(child: ChildSetup, ns: &Namespaces) -> Result<i32> {
+/// `lock_fd` (the container's lock) is closed in the child: its copy would keep the
+/// lock held until the monitor's exec, and `start` waits for that lock.
+fn spawn(child: ChildSetup, ns: &Namespaces, lock_fd: RawFd) -> Result<i32> {
     let own_pid_ns = match &ns.join_pid {
         Some(target) => {
             let own = File::open("/proc/self/ns/pid").ctx(|| "open own pid namespace".into())?;
@@ -281,9 +307,13 @@ fn spawn(child: ChildSetup, ns: &Namespaces) -> Result<i32> {
     };
     let mut stack = vec![0u8; 1 << 20];
     let mut child = Some(child);
-    let cb = Box::new(move || match child.take() {
-        Some(c) => init::run(c),
-        None => 1,
+    let cb = Box::new(move || {
+        // SAFETY: closes the child's copy of a descriptor the parent keeps.
+        unsafe { libc::close(lock_fd) };
+        match child.take() {
+            Some(c) => init::run(c),
+            None => 1,
+        }
     });
     // SAFETY: urunc is single-threaded here; the child gets a copy of our memory (no
     // CLONE_VM) and only runs `init::run`, which ends in exec or exit.

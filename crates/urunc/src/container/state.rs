@@ -59,6 +59,12 @@ pub struct State {
     pub plan: Option<Plan>,
     /// True once `create` finished (all hooks ran, the process waits for `start`).
     pub created_ok: bool,
+    /// The `urunc create` making the container (pid and start time): until
+    /// `created_ok` the container is "creating" while it lives, "stopped" once it died.
+    #[serde(default)]
+    pub creator: i32,
+    #[serde(default)]
+    pub creator_start: u64,
 }
 
 /// The OCI state as printed by `urunc state` (runc's shape: containerd parses it).
@@ -115,16 +121,38 @@ impl StateDir {
         })
     }
 
-    /// Creates the directory; fails if the id is taken (by us or by runc).
-    pub fn create(root: &Path, id: &str) -> Result<Self> {
+    /// Reserves the id: the directory appears (rename with `RENAME_NOREPLACE`) already
+    /// holding `state` and locked by the caller, so a concurrent command never finds it
+    /// empty (an empty directory would be taken for runc's, and runc's `delete` removes
+    /// it) and the commands that change a container wait until `create` is done. Fails
+    /// if the id is taken (by us or by runc).
+    pub fn reserve(root: &Path, id: &str, state: &State) -> Result<(Self, Lock)> {
         let dir = Self::new(root, id)?;
         std::fs::create_dir_all(root).ctx(|| format!("create state root {root:?}"))?;
-        match std::fs::create_dir(&dir.path) {
-            Ok(()) => Ok(dir),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                Err(Error::Exists { id: id.into() })
+        sweep(root);
+        let tmp = root.join(format!("{RESERVING}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir(&tmp).ctx(|| format!("create {tmp:?}"))?;
+        let made = (|| {
+            let file = std::fs::File::open(&tmp).ctx(|| format!("open {tmp:?}"))?;
+            flock(&file, libc::LOCK_EX).ctx(|| format!("lock {tmp:?}"))?;
+            let staged = StateDir { path: tmp.clone() };
+            staged.save(state)?;
+            rename_noreplace(&tmp, &dir.path).map_err(|e| match e.raw_os_error() {
+                Some(libc::EEXIST) | Some(libc::ENOTEMPTY) => Error::Exists { id: id.into() },
+                _ => Error::Io {
+                    context: format!("rename {tmp:?} to {:?}", dir.path),
+                    err: e,
+                },
+            })?;
+            Ok(Lock { _file: file })
+        })();
+        match made {
+            Ok(lock) => Ok((dir, lock)),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                Err(e)
             }
-            Err(e) => Err(e).ctx(|| format!("create state directory {:?}", dir.path)),
         }
     }
 
@@ -160,7 +188,30 @@ impl StateDir {
         write_atomic(&self.state_file(), &json)
     }
 
+    /// When `state` was read during a `create` that has finished since: the state as
+    /// that create left it.
+    fn settled(&self, state: &State) -> Option<State> {
+        if state.created_ok
+            || state.creator <= 0
+            || process::is_alive(state.creator, state.creator_start)
+        {
+            return None;
+        }
+        self.load(&state.id).ok().filter(|now| now.created_ok)
+    }
+
     pub fn status(&self, state: &State) -> Status {
+        if let Some(now) = self.settled(state) {
+            return self.status(&now);
+        }
+        if !state.created_ok && state.creator > 0 {
+            // A `create` killed half-way leaves a container that never was.
+            return if process::is_alive(state.creator, state.creator_start) {
+                Status::Creating
+            } else {
+                Status::Stopped
+            };
+        }
         if state.pid <= 0 {
             return if state.created_ok {
                 Status::Stopped
@@ -183,6 +234,9 @@ impl StateDir {
     }
 
     pub fn oci_state(&self, state: &State) -> OciState {
+        if let Some(now) = self.settled(state) {
+            return self.oci_state(&now);
+        }
         let status = self.status(state);
         OciState {
             oci_version: OCI_VERSION.into(),
@@ -207,7 +261,6 @@ impl StateDir {
     /// was removed (or removed and made again by a new `create`) while we waited, the
     /// container we were asked about is gone: [`Error::NotFound`].
     pub fn lock(&self, id: &str) -> Result<Lock> {
-        use std::os::fd::AsRawFd;
         use std::os::unix::fs::MetadataExt;
         let gone = || Error::NotFound { id: id.into() };
         loop {
@@ -216,16 +269,7 @@ impl StateDir {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(gone()),
                 Err(e) => return Err(e).ctx(|| format!("open {:?}", self.path)),
             };
-            loop {
-                // SAFETY: flock on a descriptor we own.
-                if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                    break;
-                }
-                let err = std::io::Error::last_os_error();
-                if err.kind() != std::io::ErrorKind::Interrupted {
-                    return Err(err).ctx(|| format!("lock {:?}", self.path));
-                }
-            }
+            flock(&file, libc::LOCK_EX).ctx(|| format!("lock {:?}", self.path))?;
             let held = file.metadata().ctx(|| format!("stat {:?}", self.path))?;
             match std::fs::metadata(&self.path) {
                 Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => {
@@ -239,8 +283,20 @@ impl StateDir {
         }
     }
 
+    /// Removes the directory. It is first renamed away, so it disappears at once: a
+    /// half-emptied directory without our state file would be taken for runc's.
     pub fn remove(&self) -> Result<()> {
-        match std::fs::remove_dir_all(&self.path) {
+        let root = self.path.parent().unwrap_or(Path::new("/"));
+        sweep(root);
+        let doomed = root.join(format!("{REMOVING}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&doomed);
+        let path = match std::fs::rename(&self.path, &doomed) {
+            Ok(()) => &doomed,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            // Removed in place, then (e.g. a root that refuses renames).
+            Err(_) => &self.path,
+        };
+        match std::fs::remove_dir_all(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(e).ctx(|| format!("remove state directory {:?}", self.path))
             }
@@ -254,6 +310,80 @@ impl StateDir {
 #[derive(Debug)]
 pub struct Lock {
     _file: std::fs::File,
+}
+
+impl std::os::fd::AsRawFd for Lock {
+    /// For a cloned child to close: a copy of the descriptor would hold the lock too.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self._file.as_raw_fd()
+    }
+}
+
+/// Name prefix (then the pid) of a directory being made into a container's; `~` is not
+/// allowed in ids, so it never names a container.
+const RESERVING: &str = ".reserving~";
+/// Name prefix (then the pid) of a container's directory being removed.
+const REMOVING: &str = ".removing~";
+
+/// `flock(op)`, retried when interrupted.
+fn flock(file: &std::fs::File, op: libc::c_int) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    loop {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(file.as_raw_fd(), op) } == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.kind() != std::io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: two valid NUL-terminated paths.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Removes what a `create` or `delete` killed half-way left in `root`: a reservation
+/// not yet renamed into place, or a directory renamed away and not yet removed. Done
+/// by every `create` and `delete`.
+pub fn sweep(root: &Path) {
+    for e in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| {
+                n.strip_prefix(RESERVING)
+                    .or_else(|| n.strip_prefix(REMOVING))
+            })
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() as i32 && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Write-to-temporary then rename, so readers never see half a file.
@@ -277,6 +407,7 @@ pub fn list_ids(root: &Path) -> Vec<String> {
         .flatten()
         .filter(|e| e.path().join(STATE_FILE).exists())
         .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|id| validate_id(id).is_ok())
         .collect();
     ids.sort();
     ids
@@ -298,13 +429,15 @@ mod tests {
             cgroup_dirs: vec![],
             plan: None,
             created_ok,
+            creator: 0,
+            creator_start: 0,
         }
     }
 
     #[test]
     fn status_is_derived_from_the_process_and_fifo() {
         let root = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(root.path(), "c").unwrap();
+        let (dir, _lock) = StateDir::reserve(root.path(), "c", &state(0, 0, false)).unwrap();
         let me = std::process::id() as i32;
         let start = process::start_time(me).unwrap();
         assert_eq!(dir.status(&state(0, 0, false)), Status::Creating);
@@ -314,20 +447,51 @@ mod tests {
         assert_eq!(dir.status(&state(me, start, true)), Status::Created);
         // Same pid, different start time: a reused pid, so the container is gone.
         assert_eq!(dir.status(&state(me, start + 7, true)), Status::Stopped);
+        // Until created, the creator's life decides: alive "creating", dead "stopped".
+        let mut creating = state(0, 0, false);
+        (creating.creator, creating.creator_start) = (me, start);
+        assert_eq!(dir.status(&creating), Status::Creating);
+        creating.creator_start = start + 7;
+        assert_eq!(dir.status(&creating), Status::Stopped);
+    }
+
+    #[test]
+    fn a_reserved_directory_holds_the_state_and_is_locked() {
+        use std::os::fd::AsRawFd;
+        let root = tempfile::tempdir().unwrap();
+        let (dir, lock) = StateDir::reserve(root.path(), "c", &state(0, 0, false)).unwrap();
+        assert!(dir.is_ours());
+        // Another open file description cannot take the lock while it is held.
+        let other = std::fs::File::open(&dir.path).unwrap();
+        assert!(flock(&other, libc::LOCK_EX | libc::LOCK_NB).is_err());
+        assert!(lock.as_raw_fd() >= 0);
+        drop(lock);
+        flock(&other, libc::LOCK_EX | libc::LOCK_NB).unwrap();
+        // Only the container's directory is left in the root.
+        let names: Vec<_> = std::fs::read_dir(root.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("c")]);
     }
 
     #[test]
     fn save_load_and_duplicate_ids() {
         let root = tempfile::tempdir().unwrap();
-        let dir = StateDir::create(root.path(), "c").unwrap();
-        assert!(!dir.is_ours());
-        dir.save(&state(1, 2, true)).unwrap();
+        let (dir, _lock) = StateDir::reserve(root.path(), "c", &state(1, 2, true)).unwrap();
         assert!(dir.is_ours());
         assert_eq!(dir.load("c").unwrap().pid_start, 2);
         assert!(matches!(
-            StateDir::create(root.path(), "c"),
+            StateDir::reserve(root.path(), "c", &state(0, 0, false)),
             Err(Error::Exists { .. })
         ));
+        // The loser's staging directory is gone; a stale one is never listed.
+        std::fs::create_dir(root.path().join(format!("{RESERVING}1"))).unwrap();
+        std::fs::write(
+            root.path().join(format!("{RESERVING}1/{STATE_FILE}")),
+            b"{}",
+        )
+        .unwrap();
         assert_eq!(list_ids(root.path()), vec!["c".to_string()]);
         dir.remove().unwrap();
         assert!(matches!(dir.load("c"), Err(Error::NotFound { .. })));

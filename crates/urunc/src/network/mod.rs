@@ -448,6 +448,13 @@ fn teardown_with(nl: &mut Netlink, tap: &str, nat: bool) -> Result<(), String> {
         let Ok(filters) = tc::ingress_filters(nl, l.index) else {
             continue;
         };
+        if filters.is_empty() {
+            // A setup killed between adding the qdisc and its redirect leaves an ingress
+            // qdisc without filters, which does nothing: remove it (none there: an
+            // error, ignored).
+            let _ = tc::del_ingress_qdisc(nl, l.index);
+            continue;
+        }
         let stale = filters.iter().any(|f| {
             f.prio == tc::PRIO
                 && match f.redirect_to {

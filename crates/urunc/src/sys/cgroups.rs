@@ -97,6 +97,15 @@ fn expand_slice(slice: &str) -> String {
     parts.join("/")
 }
 
+/// The directories [`create`] makes for `rel`: recorded before they exist, so a
+/// `create` killed while making them leaves none that `delete` does not know of.
+pub fn dirs(rel: &str) -> Vec<PathBuf> {
+    hierarchies()
+        .iter()
+        .map(|h| h.mount.join(rel.trim_start_matches('/')))
+        .collect()
+}
+
 /// Creates the cgroup in every hierarchy and applies the limits. Returns the
 /// directories made, to record in the container state for removal.
 pub fn create(rel: &str, limits: &Limits) -> Result<Vec<PathBuf>> {

@@ -33,6 +33,10 @@ pub fn is_alive(pid: i32, start: u64) -> bool {
 }
 
 pub fn signal(pid: i32, sig: Signal) -> nix::Result<()> {
+    // 0 and negative pids name process groups (ours, or all): never a container's.
+    if pid <= 0 {
+        return Err(nix::errno::Errno::ESRCH);
+    }
     kill(Pid::from_raw(pid), sig)
 }
 
