@@ -745,8 +745,10 @@ fn containerd_restart_keeps_the_container_managed() {
     let (pid, _) = task_row(&containerd, &id).unwrap();
     let shims = our_shims(&containerd);
     let t = Instant::now();
-    containerd.restart().expect("restarting containerd");
-    eprintln!("containerd restarted in {:?}", t.elapsed());
+    containerd
+        .crash_and_restart()
+        .expect("kill -9 and restart of containerd");
+    eprintln!("containerd killed and restarted in {:?}", t.elapsed());
     // Same VM, same shim, still running and under control.
     assert_eq!(wait_status(&containerd, &id, "RUNNING"), pid);
     assert_eq!(our_shims(&containerd), shims);

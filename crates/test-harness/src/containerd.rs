@@ -285,6 +285,20 @@ impl Containerd {
     /// and their containers keep running meanwhile; containerd reconnects to them.
     pub fn restart(&mut self) -> Result<()> {
         self.stop_containerd();
+        self.respawn()
+    }
+
+    /// Kills containerd with SIGKILL (a crash: no chance to clean up) and starts it
+    /// again with the same configuration, as a service manager would after a crash.
+    pub fn crash_and_restart(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().context("SIGKILL to containerd")?;
+            child.wait().context("reaping containerd")?;
+        }
+        self.respawn()
+    }
+
+    fn respawn(&mut self) -> Result<()> {
         let log = fs::OpenOptions::new()
             .append(true)
             .open(&self.log)

@@ -253,3 +253,106 @@ fn delete_after_a_partial_cleanup_is_idempotent() {
         urunc.assert_clean(&b, &id);
     }
 }
+
+/// A stand-in for runc that only records that it was called (and fails), so a test can
+/// tell whether urunc handed a command to runc.
+fn fake_runc(dir: &Path) -> (PathBuf, PathBuf) {
+    let calls = dir.join("runc-calls");
+    let script = dir.join("fake-runc");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\necho 'fake runc' >&2\nexit 42\n",
+            calls.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).unwrap();
+    (script, calls)
+}
+
+/// The race of issue 9: `state` and `kill` on an id while `urunc create` of it runs.
+/// urunc must answer every one of them itself — "does not exist" before the id is
+/// reserved, "creating" (state) or a wait for the lock (kill) during the create, the
+/// container afterwards — and never hand one to runc, whose `delete` would remove the
+/// directory of an id it does not know.
+#[test]
+fn commands_racing_create_are_never_handed_to_runc() {
+    let Some(kernel) = testkernel() else { return };
+    let b = waiting_bundle("create-commands", &kernel);
+    let (runc, calls) = fake_runc(b.dir());
+    let urunc = Urunc::new(URUNC).env("URUNC_RUNC", &runc);
+    let rounds = 6;
+    let mut seen = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..rounds {
+        let id = unique(&format!("create-commands{round}"));
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let answers = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            let creator = s.spawn(|| {
+                let out = urunc.create(&b, &id);
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+                out
+            });
+            for cmd in ["state", "kill"] {
+                let (urunc, id, done, answers) = (&urunc, &id, &done, &answers);
+                s.spawn(move || {
+                    // Until create is over, and a few more once it is.
+                    let mut after = 0;
+                    while after < 3 {
+                        if done.load(std::sync::atomic::Ordering::SeqCst) {
+                            after += 1;
+                        }
+                        let out = match cmd {
+                            "state" => urunc.state(id),
+                            // SIGCONT: harmless to the process waiting for `start`.
+                            _ => urunc.kill(id, "CONT"),
+                        };
+                        answers.lock().unwrap().push((cmd, out));
+                    }
+                });
+            }
+            assert_ok(&creator.join().unwrap(), "create");
+        });
+        for (cmd, out) in answers.into_inner().unwrap() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let answer = if out.status.success() {
+                match cmd {
+                    "state" => {
+                        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+                            .unwrap_or_else(|e| panic!("state output: {e}\n{}", output_text(&out)));
+                        format!("state: {}", v["status"].as_str().unwrap_or("?"))
+                    }
+                    _ => "kill: delivered".to_string(),
+                }
+            } else if err.contains("does not exist") && err.contains("urunc: ") {
+                format!("{cmd}: does not exist")
+            } else {
+                panic!(
+                    "{cmd} answered otherwise during create:\n{}",
+                    output_text(&out)
+                );
+            };
+            assert!(
+                answer != "state: stopped",
+                "a container being created was reported stopped"
+            );
+            *seen.entry(answer).or_default() += 1;
+        }
+        assert_eq!(urunc.status(&id).as_deref(), Some("created"));
+        assert_ok(&urunc.start(&id), "start after the race");
+        assert_ok(&urunc.delete_force(&id), "delete --force");
+        urunc.assert_clean(&b, &id);
+    }
+    eprintln!("answers during {rounds} creates: {seen:?}");
+    let runc_calls = fs::read_to_string(&calls).unwrap_or_default();
+    assert!(
+        runc_calls.is_empty(),
+        "commands were handed to runc:\n{runc_calls}"
+    );
+    assert!(
+        seen.contains_key("state: creating"),
+        "no state call landed inside a create: the race was not exercised ({seen:?})"
+    );
+}
