@@ -22,6 +22,19 @@
 # P3  shim memory. RSS and PSS (smaps_rollup) of containerd-shim-urunc-v2 serving one
 #     running test-kernel container vs containerd's Go containerd-shim-runc-v2 serving
 #     one runc busybox container. Target: ours at most 0.35 x the Go shim's.
+# P4  host memory per container. MemAvailable before and after starting 50 (`ctr run -d`)
+#     test-kernel containers that stay up (`wait`: the guest halts), divided by 50, next
+#     to the same for 50 runc busybox `sleep` containers; also the summed PSS of each
+#     container's processes (shim + monitor, or shim + sleep), which other load on the
+#     machine does not disturb. The guest's RAM is only counted as far as it is touched
+#     (a few pages for the test kernel). Target: at most 25 MiB per urunc container.
+# P5  density and start rate. 100 test-kernel containers started one after the other
+#     with `ctr run -d` (each returns when its task is started; both sides take their
+#     rootfs as a directory, not an image snapshot) and left running; all
+#     must be RUNNING in `ctr task ls`, then all are deleted and nothing may be left
+#     (tasks, containers, shims, monitors, urunc state). The same for 100 runc busybox
+#     `sleep` containers. Reported: containers started per second; target: urunc's rate
+#     at least 0.8 x runc's.
 #
 # Method: for each pair, warm-up runs of both sides, then N rounds alternating which
 # side goes first; every run is checked (exit status, expected console output) and a
@@ -30,7 +43,14 @@
 # when every run worked.
 #
 # Options and environment:
-#   --smoke             N=2 with one warm-up run (CI uses it to keep the script working)
+#   --smoke             N=2 with one warm-up run, P4 with 3 and P5 with 4 containers
+#                       (CI uses it to keep the script working)
+#   BENCH_ONLY          the parts to run, e.g. "P1 P2" (default: P1 P2 P3 P4 P5)
+#   BENCH_BASELINE      another urunc binary (e.g. a copy built before a change): P1 and
+#                       the P2 test kernel also run it against this tree's, alternating,
+#                       for before/after figures from one run
+#   BENCH_P4_COUNT      containers per side in P4 (default 50)
+#   BENCH_P5_COUNT      containers per side in P5 (default 100)
 #   BENCH_N             rounds per pair (default 20)
 #   BENCH_WARMUP        warm-up runs per side (default 3)
 #   BENCH_OUT           also write the report (table and raw samples) to this file
@@ -47,8 +67,11 @@ source "$ROOT/scripts/lib/containerd.sh"
 
 N=${BENCH_N:-20}
 WARMUP=${BENCH_WARMUP:-3}
+P4_COUNT=${BENCH_P4_COUNT:-50}
+P5_COUNT=${BENCH_P5_COUNT:-100}
+ONLY=${BENCH_ONLY:-P1 P2 P3 P4 P5}
 case ${1:-} in
---smoke) N=2 WARMUP=1 ;;
+--smoke) N=2 WARMUP=1 P4_COUNT=3 P5_COUNT=4 ;;
 "") ;;
 -h | --help)
 	sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
@@ -59,10 +82,23 @@ case ${1:-} in
 	exit 2
 	;;
 esac
-[[ $N =~ ^[1-9][0-9]*$ && $WARMUP =~ ^[0-9]+$ ]] || {
-	echo "bench: BENCH_N must be a positive integer and BENCH_WARMUP a number" >&2
+[[ $N =~ ^[1-9][0-9]*$ && $WARMUP =~ ^[0-9]+$ && $P4_COUNT =~ ^[1-9][0-9]*$ && $P5_COUNT =~ ^[1-9][0-9]*$ ]] || {
+	echo "bench: BENCH_N, BENCH_P4_COUNT and BENCH_P5_COUNT must be positive integers and BENCH_WARMUP a number" >&2
 	exit 2
 }
+for part in $ONLY; do
+	[[ $part =~ ^P[1-5]$ ]] || {
+		echo "bench: BENCH_ONLY=$ONLY: expected parts among P1 P2 P3 P4 P5" >&2
+		exit 2
+	}
+done
+want() { [[ " $ONLY " == *" $1 "* ]]; }
+BASELINE=${BENCH_BASELINE:-}
+[[ -z $BASELINE || -x $BASELINE ]] || {
+	echo "bench: BENCH_BASELINE=$BASELINE is not an executable" >&2
+	exit 2
+}
+P3_OURS=() P3_GO=()
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() {
@@ -100,10 +136,14 @@ cleanup() {
 	local rc=$? d
 	trap - EXIT INT TERM
 	set +e
-	for d in "$W/p1/urunc-root" "$W/p1/runc-root"; do
+	for d in "$W/p1/urunc-root" "$W/p1/new-root" "$W/p1/base-root" "$W/p1/runc-root"; do
 		[[ -d $d ]] || continue
 		for id in $(ls "$d"); do
-			if [[ $d == *urunc-root ]]; then "$URUNC" --root "$d" delete --force "$id"; else runc --root "$d" delete --force "$id"; fi
+			case $d in
+			*/runc-root) runc --root "$d" delete --force "$id" ;;
+			*/base-root) "$BASELINE" --root "$d" delete --force "$id" ;;
+			*) "$URUNC" --root "$d" delete --force "$id" ;;
+			esac
 		done
 	done >/dev/null 2>&1
 	pc_stop >"$W/cleanup.log"
@@ -146,6 +186,10 @@ bench_pair() {
 		PHASES_urunc_create=() PHASES_urunc_start=() PHASES_urunc_delete=()
 		PHASES_runc_create=() PHASES_runc_start=() PHASES_runc_delete=()
 	fi
+	if [[ $pair == P1AB ]]; then
+		PHASES_new_create=() PHASES_new_start=() PHASES_new_delete=()
+		PHASES_base_create=() PHASES_base_start=() PHASES_base_delete=()
+	fi
 	for ((i = 0; i < N; i++)); do
 		if ((i % 2 == 0)); then
 			measure "$pair" A "$fa"
@@ -167,6 +211,124 @@ median_ms() { # microsecond samples → median in ms, 1 decimal
 	printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END {
 		m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
 		printf "%.1f", m / 1000 }'
+}
+
+# ----------------------------------------------------------------- report
+row() { # PAIR LABEL-A LABEL-B TARGET-KIND TARGET-VALUE
+	local pair=$1 a b diff ratio verdict target sa sb
+	eval "sa=(\"\${SAMPLES_${pair}_A[@]}\") sb=(\"\${SAMPLES_${pair}_B[@]}\")"
+	((${#sa[@]} && ${#sb[@]})) || return 0 # not run (BENCH_ONLY)
+	a=$(median_ms "${sa[@]}")
+	b=$(median_ms "${sb[@]}")
+	diff=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%+.1f", a - b }')
+	ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+	case $4 in
+	ratio)
+		target="A/B <= $5"
+		verdict=$(awk -v r="$ratio" -v t="$5" 'BEGIN { print (r <= t) ? "met" : "MISSED" }')
+		;;
+	plus)
+		target="A <= B + $5 ms"
+		verdict=$(awk -v d="$diff" -v t="$5" 'BEGIN { print (d <= t) ? "met" : "MISSED" }')
+		;;
+	none) target="-" verdict="(reference)" ;;
+	esac
+	printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "$2 vs $3" "$a" "$b" "$diff" "$ratio" "$target" "$verdict"
+}
+
+p3_row() { # medians of RSS and PSS in MB, and the ratios (target 0.35)
+	local field name ours go
+	((${#P3_OURS[@]})) || return 0
+	for field in 1 2; do
+		name=$([[ $field == 1 ]] && echo RSS || echo PSS)
+		ours=$(printf '%s\n' "${P3_OURS[@]}" | awk -v f="$field" '{ print $f }')
+		go=$(printf '%s\n' "${P3_GO[@]}" | awk -v f="$field" '{ print $f }')
+		# shellcheck disable=SC2086
+		set -- "$(median_ms $ours)" "$(median_ms $go)"
+		printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "P3 shim $name (MB): ours vs Go runc shim" "$1" "$2" \
+			"$(awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f", a - b }')" \
+			"$(awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }')" "A/B <= 0.35" \
+			"$(awk -v a="$1" -v b="$2" 'BEGIN { print (a / b <= 0.35) ? "met" : "MISSED" }')"
+	done
+}
+
+report() {
+	echo "urunc benchmarks, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -r), $(nproc) CPUs"
+	echo "N=$N rounds (alternating order) after $WARMUP warm-up runs per side; medians in ms"
+	echo "P1 monitor: no-op (a copy of /bin/true as qemu-system-x86_64); P2-P5 accelerator: $P2_ACCEL"
+	echo "P4: $P4_COUNT running containers per side; P5: $P5_COUNT containers per side, started one by one"
+	echo
+	printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "A vs B" "A (ms)" "B (ms)" "A-B" "A/B" "target" ""
+	row P1 "P1 urunc, no-op VMM" "runc /bin/true" ratio 0.25
+	row P2FL "P2 floor: ctr run runc /bin/true" "bare" none
+	row P2TK "P2 ctr run test kernel" "bare QEMU" plus 60
+	row P2SH "P2 test kernel via our shim" "via Go runc shim" ratio 1.00
+	row P2LX "P2 ctr run Linux guest" "bare QEMU" ratio 1.10
+	row P1AB "P1 this urunc" "baseline urunc" ratio 1.00
+	row P2AB "P2 test kernel, this urunc" "baseline urunc" ratio 1.00
+	p3_row
+	p4_rows
+	p5_rows
+	echo
+	echo "P1: create+start+delete --force, each runtime with its own --root; P2: ctr run --rm"
+	echo "through containerd's runc shim (urunc as --runc-binary) vs the same QEMU argv bare."
+	local rt
+	for rt in urunc runc new base; do
+		want P1 || break
+		[[ $rt == urunc || $rt == runc || -n $BASELINE ]] || break
+		printf 'P1 %-5s step medians: create %s, start %s, delete %s ms\n' "$rt" \
+			"$(phase_ms "$rt" create)" "$(phase_ms "$rt" start)" "$(phase_ms "$rt" delete)"
+	done
+	echo
+	echo "raw samples (ms):"
+	local pair side vals
+	for pair in P1 P1AB P2FL P2TK P2SH P2LX P2AB; do
+		for side in A B; do
+			eval "vals=(\"\${SAMPLES_${pair}_${side}[@]}\")"
+			((${#vals[@]})) || continue
+			printf '  %-5s %s: %s\n' "$pair" "$side" "$(printf '%s\n' "${vals[@]}" | awk '{ printf "%.1f ", $1 / 1000 }')"
+		done
+	done
+}
+
+p4_rows() { # MiB per container: MemAvailable drop and summed PSS (target 25 MiB)
+	[[ -n ${P4_urunc_MEM:-} && -n ${P4_runc_MEM:-} ]] || return 0
+	local kind mib
+	for kind in MEM PSS; do
+		eval "set -- \$P4_urunc_$kind \$P4_runc_$kind"
+		mib=$(awk -v a="$1" 'BEGIN { printf "%.1f", a / 1024 }')
+		printf '%-46s %9s %9s %9s %6s  %-15s %s\n' \
+			"P4 $([[ $kind == MEM ]] && echo "MemAvailable drop" || echo "PSS") MiB/container: urunc vs runc" \
+			"$mib" "$(awk -v b="$2" 'BEGIN { printf "%.1f", b / 1024 }')" \
+			"$(awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f", (a - b) / 1024 }')" \
+			"$(awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')" "A <= 25 MiB" \
+			"$(awk -v m="$mib" 'BEGIN { print (m <= 25) ? "met" : "MISSED" }')"
+	done
+}
+
+p5_rows() { # containers started per second (target: urunc >= 0.8 x runc)
+	[[ -n ${P5_urunc_US:-} && -n ${P5_runc_US:-} ]] || return 0
+	local a b
+	a=$(awk -v n="$P5_COUNT" -v us="$P5_urunc_US" 'BEGIN { printf "%.2f", n / (us / 1e6) }')
+	b=$(awk -v n="$P5_COUNT" -v us="$P5_runc_US" 'BEGIN { printf "%.2f", n / (us / 1e6) }')
+	printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "P5 starts/s, $P5_COUNT running: urunc vs runc" \
+		"$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%+.2f", a - b }')" \
+		"$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", a / b }')" "A/B >= 0.8" \
+		"$(awk -v a="$a" -v b="$b" 'BEGIN { print (a / b >= 0.8) ? "met" : "MISSED" }')"
+	printf '%-46s %9s %9s\n' "P5 ms per start, first tenth: urunc vs runc" "$P5_urunc_FIRST" "$P5_runc_FIRST"
+	printf '%-46s %9s %9s\n' "P5 ms per start, last tenth: urunc vs runc" "$P5_urunc_LAST" "$P5_runc_LAST"
+}
+
+# Prints the report (and writes it to $BENCH_OUT), then exits.
+finish() {
+	local report_text
+	report_text=$(report)
+	echo "$report_text"
+	if [[ -n ${BENCH_OUT:-} ]]; then
+		printf '%s\n' "$report_text" >"$BENCH_OUT"
+		log "report written to $BENCH_OUT"
+	fi
+	exit 0
 }
 
 # ----------------------------------------------------------------- P1 bundles
@@ -203,14 +365,20 @@ c['linux']['cgroupsPath'] = '/$CG/runc'"
 
 P1_ERR=$W/p1/err
 P1_ID=0
-# One lifecycle with runtime $1 (its bundle: $W/p1/$1); the time of each step is kept
-# in PHASES_<runtime>_<step> (microseconds), for the breakdown in the report.
+# One lifecycle with runtime $1: urunc or runc (bundle $W/p1/$1), new or base (this
+# tree's urunc or $BENCH_BASELINE, the urunc bundle); the time of each step is kept in
+# PHASES_<runtime>_<step> (microseconds), for the breakdown in the report.
 p1_lifecycle() {
-	local rt=$1 bin=$1 id=p1-$1-$$-$((P1_ID++)) t0 t1 t2 t3
+	local rt=$1 bin=$1 bundle=$W/p1/$1 id=p1-$1-$$-$((P1_ID++)) t0 t1 t2 t3
 	local r=(--root "$W/p1/$rt-root")
-	[[ $rt == urunc ]] && bin=$URUNC
+	case $rt in
+	urunc | new) bin=$URUNC ;;
+	base) bin=$BENCH_BASELINE ;;
+	esac
+	[[ $rt == new || $rt == base ]] && bundle=$W/p1/urunc
+	mkdir -p "$W/p1/$rt-root"
 	t0=${EPOCHREALTIME//[!0-9]/}
-	if PATH=$W/p1/noop:$PATH URUNC_QEMU_ACCEL=tcg "$bin" "${r[@]}" create --bundle "$W/p1/$rt" "$id" \
+	if PATH=$W/p1/noop:$PATH URUNC_QEMU_ACCEL=tcg "$bin" "${r[@]}" create --bundle "$bundle" "$id" \
 		</dev/null >/dev/null 2>"$P1_ERR" &&
 		t1=${EPOCHREALTIME//[!0-9]/} &&
 		"$bin" "${r[@]}" start "$id" 2>>"$P1_ERR" &&
@@ -225,10 +393,20 @@ p1_lifecycle() {
 }
 p1_urunc() { p1_lifecycle urunc; }
 p1_runc() { p1_lifecycle runc; }
+p1_new() { p1_lifecycle new; }
+p1_base() { p1_lifecycle base; }
 
-log "P1: $WARMUP warm-up + $N rounds of create+start+delete (urunc no-op monitor vs runc /bin/true)"
-bench_pair P1 p1_urunc p1_runc
-[[ -z $(ls "$W/p1/urunc-root") && -z $(ls "$W/p1/runc-root") ]] || die "P1: containers were left behind"
+if want P1; then
+	log "P1: $WARMUP warm-up + $N rounds of create+start+delete (urunc no-op monitor vs runc /bin/true)"
+	bench_pair P1 p1_urunc p1_runc
+	[[ -z $(ls "$W/p1/urunc-root") && -z $(ls "$W/p1/runc-root") ]] || die "P1: containers were left behind"
+	if [[ -n $BASELINE ]]; then
+		log "P1: $WARMUP warm-up + $N rounds, this tree's urunc vs $BASELINE"
+		bench_pair P1AB p1_new p1_base
+		[[ -z $(ls "$W/p1/new-root") && -z $(ls "$W/p1/base-root") ]] || die "P1: containers were left behind"
+	fi
+fi
+want P2 || want P3 || want P4 || want P5 || finish
 
 # ----------------------------------------------------------------- P2 setup
 log "P2: packing the guests and starting a private containerd (accel $P2_ACCEL)"
@@ -307,12 +485,14 @@ p2_bare() { # MARKER ARGV...
 	return 1
 }
 
+want P2 && {
 capture_argv tk urunc.local/bench/testkernel:latest "$TESTKERNEL"
 mapfile -d '' ARGV_TK <"$W/p2/argv-tk"
 capture_argv lx urunc.local/bench/linux:latest "$VMLINUX" "$INITRD"
 mapfile -d '' ARGV_LX <"$W/p2/argv-lx"
 log "P2: bare test kernel: ${ARGV_TK[*]}"
 log "P2: bare Linux guest: ${ARGV_LX[*]}"
+}
 
 # The floor of the containerd path: ctr run --rm of an ordinary runc container running
 # busybox /bin/true (the P1 runc rootfs), vs the same /bin/true run bare.
@@ -326,6 +506,7 @@ p2_floor_ctr() {
 p2_floor_bare() { "$W/p1/runc/rootfs/bin/true" </dev/null >/dev/null 2>&1; }
 
 p2_tk_ctr() { p2_ctr urunc.local/bench/testkernel:latest URUNC-TESTKERNEL-DONE; }
+p2_tk_base() { PC_URUNC=$BASELINE p2_tk_ctr; }
 p2_tk_shim() {
 	local id=p2-shim-$$-$((P2_ID++))
 	pc_ctr run --rm --fifo-dir "$PC_DIR/fifo" --runtime io.containerd.urunc.v2 \
@@ -338,14 +519,20 @@ p2_tk_bare() { p2_bare URUNC-TESTKERNEL-DONE "${ARGV_TK[@]}"; }
 p2_lx_ctr() { p2_ctr urunc.local/bench/linux:latest URUNC-LINUX-GUEST-DONE; }
 p2_lx_bare() { p2_bare URUNC-LINUX-GUEST-DONE "${ARGV_LX[@]}"; }
 
-log "P2: $WARMUP warm-up + $N rounds, containerd floor (ctr run --rm runc /bin/true vs bare /bin/true)"
-bench_pair P2FL p2_floor_ctr p2_floor_bare
-log "P2: $WARMUP warm-up + $N rounds, test kernel (ctr run --rm vs bare QEMU)"
-bench_pair P2TK p2_tk_ctr p2_tk_bare
-log "P2: $WARMUP warm-up + $N rounds, test kernel (our shim vs containerd's runc shim driving urunc)"
-bench_pair P2SH p2_tk_shim p2_tk_ctr
-log "P2: $WARMUP warm-up + $N rounds, Linux guest (ctr run --rm vs bare QEMU)"
-bench_pair P2LX p2_lx_ctr p2_lx_bare
+if want P2; then
+	log "P2: $WARMUP warm-up + $N rounds, containerd floor (ctr run --rm runc /bin/true vs bare /bin/true)"
+	bench_pair P2FL p2_floor_ctr p2_floor_bare
+	log "P2: $WARMUP warm-up + $N rounds, test kernel (ctr run --rm vs bare QEMU)"
+	bench_pair P2TK p2_tk_ctr p2_tk_bare
+	log "P2: $WARMUP warm-up + $N rounds, test kernel (our shim vs containerd's runc shim driving urunc)"
+	bench_pair P2SH p2_tk_shim p2_tk_ctr
+	log "P2: $WARMUP warm-up + $N rounds, Linux guest (ctr run --rm vs bare QEMU)"
+	bench_pair P2LX p2_lx_ctr p2_lx_bare
+	if [[ -n $BASELINE ]]; then
+		log "P2: $WARMUP warm-up + $N rounds, test kernel, this tree's urunc vs $BASELINE"
+		bench_pair P2AB p2_tk_ctr p2_tk_base
+	fi
+fi
 
 # ----------------------------------------------------------------- P3 shim memory
 # kB of RSS and PSS of the shim serving container ID (its pid from the -id argument).
@@ -372,7 +559,8 @@ p3_measure() { # RUNTIME-ARGS... -- IMAGE-OR-ROOTFS ID ARGS
 	[[ -n $P3_LAST ]]
 }
 P3_RUNS=$(( N < 5 ? N : 5 ))
-log "P3: shim memory, $P3_RUNS runs each (our shim + test kernel vs Go shim + runc busybox)"
+want P3 || P3_RUNS=0
+((P3_RUNS == 0)) || log "P3: shim memory, $P3_RUNS runs each (our shim + test kernel vs Go shim + runc busybox)"
 P3_OURS=() P3_GO=()
 for ((i = 0; i < P3_RUNS; i++)); do
 	id=p3-urunc-$$-$i
@@ -385,77 +573,125 @@ for ((i = 0; i < P3_RUNS; i++)); do
 	P3_GO+=("$P3_LAST")
 done
 
-# ----------------------------------------------------------------- report
-row() { # PAIR LABEL-A LABEL-B TARGET-KIND TARGET-VALUE
-	local pair=$1 a b diff ratio verdict target sa sb
-	eval "sa=(\"\${SAMPLES_${pair}_A[@]}\") sb=(\"\${SAMPLES_${pair}_B[@]}\")"
-	a=$(median_ms "${sa[@]}")
-	b=$(median_ms "${sb[@]}")
-	diff=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%+.1f", a - b }')
-	ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
-	case $4 in
-	ratio)
-		target="A/B <= $5"
-		verdict=$(awk -v r="$ratio" -v t="$5" 'BEGIN { print (r <= t) ? "met" : "MISSED" }')
-		;;
-	plus)
-		target="A <= B + $5 ms"
-		verdict=$(awk -v d="$diff" -v t="$5" 'BEGIN { print (d <= t) ? "met" : "MISSED" }')
-		;;
-	none) target="-" verdict="(reference)" ;;
-	esac
-	printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "$2 vs $3" "$a" "$b" "$diff" "$ratio" "$target" "$verdict"
+# ----------------------------------------------------------------- P4, P5
+# Containers that stay up, started with ctr run -d through the runtime of KIND. Both
+# take their rootfs as a directory (the P1 bundles'), so neither pays for a snapshot.
+many_run() { # KIND ID
+	case $1 in
+	urunc) pc_ctr run -d --fifo-dir "$PC_DIR/fifo" --runtime io.containerd.urunc.v2 \
+		--annotation com.urunc.unikernel.unikernelType=unikraft \
+		--annotation com.urunc.unikernel.hypervisor=qemu \
+		--annotation com.urunc.unikernel.binary=/boot/testkernel.elf \
+		--rootfs "$W/p1/urunc/rootfs" "$2" wait ;;
+	runc) pc_ctr run -d --fifo-dir "$PC_DIR/fifo" --runtime io.containerd.runc.v2 \
+		--rootfs "$W/p1/runc/rootfs" "$2" /bin/busybox sleep 600 ;;
+	esac </dev/null >/dev/null 2>"$W/many.err" && return 0
+	echo "ctr run -d ($1) $2:" >&2
+	tail -n 5 "$W/many.err" >&2
+	return 1
 }
 
-p3_row() { # medians of RSS and PSS in MB, and the ratios (target 0.35)
-	local field name ours go
-	for field in 1 2; do
-		name=$([[ $field == 1 ]] && echo RSS || echo PSS)
-		ours=$(printf '%s\n' "${P3_OURS[@]}" | awk -v f="$field" '{ print $f }')
-		go=$(printf '%s\n' "${P3_GO[@]}" | awk -v f="$field" '{ print $f }')
-		# shellcheck disable=SC2086
-		set -- "$(median_ms $ours)" "$(median_ms $go)"
-		printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "P3 shim $name (MB): ours vs Go runc shim" "$1" "$2" \
-			"$(awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f", a - b }')" \
-			"$(awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }')" "A/B <= 0.35" \
-			"$(awk -v a="$1" -v b="$2" 'BEGIN { print (a / b <= 0.35) ? "met" : "MISSED" }')"
+# Starts COUNT containers of KIND named PREFIX-0.. one after the other; MANY_US is the
+# wall time of all the starts, in microseconds.
+many_start() { # KIND PREFIX COUNT
+	local i t0 t1
+	t0=${EPOCHREALTIME//[!0-9]/}
+	MANY_EACH=()
+	for ((i = 0; i < $3; i++)); do
+		t1=${EPOCHREALTIME//[!0-9]/}
+		many_run "$1" "$2-$i" || return 1
+		MANY_EACH+=($((${EPOCHREALTIME//[!0-9]/} - t1)))
 	done
+	MANY_US=$((${EPOCHREALTIME//[!0-9]/} - t0))
 }
 
-report() {
-	echo "urunc benchmarks, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -r), $(nproc) CPUs"
-	echo "N=$N rounds (alternating order) after $WARMUP warm-up runs per side; medians in ms"
-	echo "P1 monitor: no-op (a copy of /bin/true as qemu-system-x86_64); P2 accelerator: $P2_ACCEL"
-	echo
-	printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "A vs B" "A (ms)" "B (ms)" "A-B" "A/B" "target" ""
-	row P1 "P1 urunc, no-op VMM" "runc /bin/true" ratio 0.25
-	row P2FL "P2 floor: ctr run runc /bin/true" "bare" none
-	row P2TK "P2 ctr run test kernel" "bare QEMU" plus 60
-	row P2SH "P2 test kernel via our shim" "via Go runc shim" ratio 1.00
-	row P2LX "P2 ctr run Linux guest" "bare QEMU" ratio 1.10
-	p3_row
-	echo
-	echo "P1: create+start+delete --force, each runtime with its own --root; P2: ctr run --rm"
-	echo "through containerd's runc shim (urunc as --runc-binary) vs the same QEMU argv bare."
-	local rt
-	for rt in urunc runc; do
-		printf 'P1 %-5s step medians: create %s, start %s, delete %s ms\n' "$rt" \
-			"$(phase_ms "$rt" create)" "$(phase_ms "$rt" start)" "$(phase_ms "$rt" delete)"
+many_running() { # PREFIX → how many of its tasks ctr task ls shows RUNNING
+	pc_ctr task ls 2>/dev/null | awk -v p="$1-" 'index($1, p) == 1 && $3 == "RUNNING"' | wc -l
+}
+
+# kB of PSS of every process of the containers named PREFIX-*: the shims (found by
+# their -id argument) and the tasks' processes (their cgroups hold the monitor, or
+# sleep).
+many_pss_kb() { # PREFIX
+	local pid total=0 kb
+	for pid in $(pgrep -f -- "containerd-shim-(urunc|runc)-v2 .*-id $1-[0-9]+( |\$)") \
+		$(pc_ctr task ls 2>/dev/null | awk -v p="$1-" 'index($1, p) == 1 { print $2 }'); do
+		kb=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null) || continue
+		total=$((total + ${kb:-0}))
 	done
-	echo
-	echo "raw samples (ms):"
-	local pair side vals
-	for pair in P1 P2FL P2TK P2SH P2LX; do
-		for side in A B; do
-			eval "vals=(\"\${SAMPLES_${pair}_${side}[@]}\")"
-			printf '  %-5s %s: %s\n' "$pair" "$side" "$(printf '%s\n' "${vals[@]}" | awk '{ printf "%.1f ", $1 / 1000 }')"
+	echo "$total"
+}
+
+# Deletes the containers PREFIX-0..COUNT-1 and checks that nothing of them is left.
+many_delete() { # PREFIX COUNT
+	local i id bad=0
+	for ((i = 0; i < $2; i++)); do
+		id=$1-$i
+		pc_ctr task kill -s KILL "$id" >/dev/null 2>&1
+	done
+	for ((i = 0; i < $2; i++)); do
+		id=$1-$i
+		# The task must be stopped before it can be deleted: wait for the exit.
+		for _ in $(seq 100); do
+			pc_ctr task ls 2>/dev/null | grep -q "^$id .*RUNNING" || break
+			sleep 0.05
 		done
+		pc_ctr task delete "$id" >/dev/null 2>"$W/many.err" || { bad=1; cat "$W/many.err" >&2; }
+		pc_ctr container rm "$id" >/dev/null 2>"$W/many.err" || { bad=1; cat "$W/many.err" >&2; }
 	done
+	((bad == 0)) || { log "deleting the $1 containers reported errors"; return 1; }
+	local left
+	left=$( {
+		pc_ctr task ls -q 2>/dev/null
+		pc_ctr container ls -q 2>/dev/null
+		ls /run/containerd/urunc/urunc-bench 2>/dev/null
+	} | grep -c "^$1-" || true)
+	((left == 0)) || { log "$left tasks, containers or urunc states of $1 left"; return 1; }
+	for _ in $(seq 50); do # shims exit just after the delete
+		pgrep -f -- "-id $1-[0-9]+( |\$)" >/dev/null || return 0
+		sleep 0.1
+	done
+	log "processes of $1 left: $(pgrep -af -- "-id $1-[0-9]+( |\$)" | head -n 3)"
+	return 1
 }
 
-report_text=$(report)
-echo "$report_text"
-if [[ -n ${BENCH_OUT:-} ]]; then
-	printf '%s\n' "$report_text" >"$BENCH_OUT"
-	log "report written to $BENCH_OUT"
+mem_available_kb() { awk '/^MemAvailable:/ { print $2 }' /proc/meminfo; }
+
+# P4: MemAvailable and PSS before/after COUNT running containers of KIND.
+p4_side() { # KIND
+	local prefix=p4-$1-$$ before after
+	sync
+	sleep 1
+	before=$(mem_available_kb)
+	many_start "$1" "$prefix" "$P4_COUNT" || die "P4: starting the $1 containers failed"
+	sleep 2 # let the guests and shims settle
+	(($(many_running "$prefix") == P4_COUNT)) || die "P4: not all $1 containers are running"
+	after=$(mem_available_kb)
+	eval "P4_${1}_MEM=$(((before - after) / P4_COUNT)) P4_${1}_PSS=$(($(many_pss_kb "$prefix") / P4_COUNT))"
+	many_delete "$prefix" "$P4_COUNT" || die "P4: the $1 containers were not deleted cleanly"
+}
+
+# P5: the start rate of COUNT containers of KIND, all running at once, then deleted.
+p5_side() { # KIND
+	local prefix=p5-$1-$$ running
+	many_start "$1" "$prefix" "$P5_COUNT" || die "P5: starting the $1 containers failed"
+	running=$(many_running "$prefix")
+	((running == P5_COUNT)) || die "P5: $running of $P5_COUNT $1 containers are running"
+	eval "P5_${1}_US=$MANY_US P5_${1}_RUNNING=$running"
+	# The first and the last tenth: does starting slow down as containers accumulate?
+	local tenth=$(((P5_COUNT + 9) / 10))
+	eval "P5_${1}_FIRST=$(median_ms "${MANY_EACH[@]:0:tenth}") P5_${1}_LAST=$(median_ms "${MANY_EACH[@]: -tenth}")"
+	many_delete "$prefix" "$P5_COUNT" || die "P5: the $1 containers were not deleted cleanly"
+}
+
+if want P4; then
+	log "P4: host memory of $P4_COUNT running containers (runc busybox sleep, then urunc test kernel)"
+	p4_side runc
+	p4_side urunc
 fi
+if want P5; then
+	log "P5: starting $P5_COUNT containers one after the other (urunc test kernel, then runc busybox sleep)"
+	p5_side urunc
+	p5_side runc
+fi
+finish
