@@ -690,7 +690,10 @@ fn linux_guest_in_a_cni_pod_answers_http_at_the_pod_ip() {
     let etc = http_get(addr, "/etc.txt").expect("GET /etc.txt");
     assert!(etc.contains(" 200 "), "{etc}");
     let body = etc.split("\r\n\r\n").nth(1).unwrap_or_default();
-    assert!(body.starts_with("web-pod\n"), "guest /etc/hostname: {body:?}");
+    assert!(
+        body.starts_with("web-pod\n"),
+        "guest /etc/hostname: {body:?}"
+    );
     assert!(body.contains("localhost"), "guest /etc/hosts: {body:?}");
     let s = env.cri.container_status(&id).unwrap();
     assert_eq!(

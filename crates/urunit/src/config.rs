@@ -211,11 +211,17 @@ mod tests {
                     file: Some("file".into()),
                 },
             ],
+            files: vec![GuestFile {
+                path: "/etc/hostname".into(),
+                content: "web\n".into(),
+                readonly: true,
+            }],
         };
         assert_eq!(Config::from_json(&cfg.to_json()).unwrap(), cfg);
         let min = Config::from_json(r#"{"args":["/app"]}"#).unwrap();
         assert_eq!(min.cwd, "/");
         assert_eq!(min.net, None);
+        assert!(min.files.is_empty());
         assert!(Config::from_json(r#"{"args":[],"bogus":1}"#).is_err());
     }
 
