@@ -200,11 +200,9 @@ fn start(n: u32, extra_env: &[(&str, &str)]) -> Option<Env> {
     for (k, v) in extra_env {
         builder = builder.env(k, v);
     }
-    let containerd = builder.start().expect("starting containerd");
-    let bin = containerd.dir().join("opt/bin");
-    fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(SHIM, bin.join("containerd-shim-urunc-v2")).unwrap();
-    std::os::unix::fs::symlink(&urunc, bin.join("urunc")).unwrap();
+    let containerd = builder
+        .start_with_urunc(Path::new(SHIM), &urunc)
+        .expect("starting containerd");
     let mut pause = ImageBuilder::new();
     busybox_image(&mut pause).expect("busybox image");
     pause.cmd(["/bin/busybox", "sleep", "1000000"]);

@@ -70,12 +70,8 @@ fn start() -> Option<Containerd> {
     let containerd = Containerd::builder()
         .env("URUNC_QEMU_ACCEL", "tcg")
         .ctr_timeout(Duration::from_secs(60))
-        .start()
+        .start_with_urunc(Path::new(SHIM), &urunc)
         .expect("starting containerd");
-    let bin = containerd.dir().join("opt/bin");
-    fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(SHIM, bin.join("containerd-shim-urunc-v2")).unwrap();
-    std::os::unix::fs::symlink(&urunc, bin.join("urunc")).unwrap();
     Some(containerd)
 }
 
@@ -844,7 +840,7 @@ fn missing_urunc_is_a_clear_error() {
         .env("PATH", &path.join(":"))
         .start()
         .expect("starting containerd");
-    let bin = containerd.dir().join("opt/bin");
+    let bin = containerd.opt_bin();
     fs::create_dir_all(&bin).unwrap();
     // Only the shim: no urunc anywhere on containerd's PATH.
     std::os::unix::fs::symlink(SHIM, bin.join("containerd-shim-urunc-v2")).unwrap();

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use oci_image::ImageBuilder;
 use serde_json::Value;
+use test_harness::recorder::{self, strs};
 use test_harness::{
-    fixtures, output_text, pids_with_arg, recorder, require_root_and_tools, skip_or_fail,
-    Containerd,
+    fixtures, output_text, pids_with_arg, require_root_and_tools, skip_or_fail, Containerd,
 };
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-urunc-v2");
@@ -68,12 +68,9 @@ fn start() -> Option<Stack> {
     let containerd = Containerd::builder()
         .env("URUNC_CONFIG", config.to_str().unwrap())
         .ctr_timeout(Duration::from_secs(60))
-        .start()
+        .start_with_urunc(Path::new(SHIM), &urunc)
         .expect("starting containerd");
-    let bin = containerd.dir().join("opt/bin");
-    fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(SHIM, bin.join("containerd-shim-urunc-v2")).unwrap();
-    std::os::unix::fs::symlink(&urunc, bin.join("urunc")).unwrap();
+    let bin = containerd.opt_bin();
     recorder::install(
         &rec,
         &bin,
@@ -147,47 +144,12 @@ fn assert_nothing_left(containerd: &Containerd, id: &str) {
     );
 }
 
-fn strs(v: &Value) -> Vec<String> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|s| s.as_str().unwrap().to_string())
-        .collect()
-}
-
-/// The monitor ran as the container's pid 1 in namespaces of its own, in its private
-/// read-only root (not the image's), with `/dev/kvm` exactly when it needs KVM.
+/// The shared checks of every monitor's record; containerd gives each container a
+/// network namespace too.
 #[track_caller]
 fn assert_confined(st: &Stack, rec: &Value, kvm: bool) {
-    assert_eq!(rec["filtered"], false, "{rec}");
-    assert_eq!(rec["pid"], 1);
-    let own = |ns: &str| fs::read_link(format!("/proc/self/ns/{ns}")).unwrap();
-    for ns in ["mnt", "pid", "ipc", "uts", "net"] {
-        assert_ne!(
-            rec["namespaces"][ns].as_str().unwrap(),
-            own(ns).to_str().unwrap(),
-            "{ns} namespace shared with the host"
-        );
-    }
-    let root = strs(&rec["root"]);
-    for d in ["dev", "guest", "proc", "sys", "tmp", "usr"] {
-        assert!(root.contains(&d.to_string()), "/{d} missing from {root:?}");
-    }
-    assert!(
-        !root.contains(&"boot".to_string()),
-        "image leaked: {root:?}"
-    );
-    assert_eq!(rec["root_writable"], false);
-    let dev = strs(&rec["dev"]);
-    assert_eq!(dev.contains(&"kvm".to_string()), kvm, "/dev: {dev:?}");
-    assert_eq!(rec["sizes"]["/guest/kernel"].as_u64(), Some(st.kernel_size));
-    assert_eq!(
-        strs(&rec["env"]),
-        [
-            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "HOME=/tmp"
-        ]
-    );
+    let namespaces = ["mnt", "pid", "ipc", "uts", "net"];
+    recorder::assert_confined(rec, &namespaces, st.kernel_size, kvm);
 }
 
 #[test]
@@ -197,7 +159,7 @@ fn every_uninstallable_monitor_through_containerd() {
         skip_or_fail("/dev/kvm is missing (firecracker, cloud-hypervisor and solo5-hvt need it)");
         return;
     }
-    let bin = st.containerd.dir().join("opt/bin");
+    let bin = st.containerd.opt_bin();
 
     // Firecracker: its JSON file, written by urunc and bound read-only into its root.
     let rec = run(
@@ -210,19 +172,7 @@ fn every_uninstallable_monitor_through_containerd() {
         ],
         &[],
     );
-    assert_eq!(
-        strs(&rec["argv"]),
-        [
-            bin.join("firecracker").display().to_string(),
-            "--no-api".into(),
-            "--config-file".into(),
-            "/guest/firecracker.json".into(),
-            "--no-seccomp".into(),
-        ]
-    );
-    let cfg: Value =
-        serde_json::from_str(rec["files"]["/guest/firecracker.json"].as_str().unwrap()).unwrap();
-    assert_eq!(cfg["boot-source"]["kernel_image_path"], "/guest/kernel");
+    let cfg = recorder::firecracker_config(&rec, &bin.join("firecracker"));
     let boot_args = cfg["boot-source"]["boot_args"].as_str().unwrap();
     assert!(
         boot_args.starts_with("Unikraft ") && boot_args.ends_with(" -- /app \"hello world\""),
@@ -232,7 +182,6 @@ fn every_uninstallable_monitor_through_containerd() {
         cfg["machine-config"]["vcpu_count"], 2,
         "from the config file"
     );
-    assert_eq!(strs(&rec["guest"]), ["firecracker.json", "kernel"]);
     assert_confined(&st, &rec, true);
 
     // Cloud Hypervisor: its command line.

@@ -6,7 +6,6 @@
 //! Needs `cargo build -p urunc-cli` first (as `ctr.rs` does); skips with a `SKIP:` line
 //! when not root or containerd, ctr, runc, QEMU or the fixtures are missing.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -49,12 +48,8 @@ fn shim_and_runtime_phases_are_recorded_in_order() {
         .env("URUNC_TIMESTAMPS", "1")
         .env("URUNC_TIMESTAMPS_DIR", dir)
         .ctr_timeout(Duration::from_secs(60))
-        .start()
+        .start_with_urunc(Path::new(SHIM), &urunc)
         .expect("starting containerd");
-    let bin = containerd.dir().join("opt/bin");
-    fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(SHIM, bin.join("containerd-shim-urunc-v2")).unwrap();
-    std::os::unix::fs::symlink(&urunc, bin.join("urunc")).unwrap();
 
     let mut image = ImageBuilder::new();
     image.add_file("/boot/kernel", kernel, 0o755).unwrap();

@@ -42,6 +42,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::cleanup::{mounts_under, pids_with_arg};
+use crate::command::assert_ok;
 
 pub const KEY_TYPE: &str = "com.urunc.unikernel.unikernelType";
 pub const KEY_HYPERVISOR: &str = "com.urunc.unikernel.hypervisor";
@@ -119,6 +120,21 @@ impl TestBundle {
         };
         b.save();
         b
+    }
+
+    /// A bundle booting the test kernel (linked in at `/boot/kernel`) as a unikraft
+    /// guest on QEMU with `args`.
+    pub fn testkernel(name: &str, kernel: &Path, args: &[&str]) -> TestBundle {
+        let mut b = TestBundle::new(name);
+        b.link_file("/boot/kernel", kernel);
+        b.unikernel("unikraft", "/boot/kernel", None).args(args);
+        b
+    }
+
+    /// [`TestBundle::testkernel`] with `wait`: it prints `waiting` once booted and then
+    /// halts until killed.
+    pub fn waiting_testkernel(name: &str, kernel: &Path) -> TestBundle {
+        TestBundle::testkernel(name, kernel, &["wait"])
     }
 
     pub fn dir(&self) -> &Path {
@@ -423,6 +439,11 @@ pub fn pids_with_exact_arg(arg: &str) -> Vec<i32> {
         .collect()
 }
 
+/// `<name>-<pid>`: a container id no other test binary running now uses.
+pub fn unique_id(name: &str) -> String {
+    format!("{name}-{}", std::process::id())
+}
+
 /// Polls `cond` every 10 ms until it holds or `timeout` passes; returns whether it held.
 pub fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -607,6 +628,28 @@ impl Urunc {
         self.cmd(&["start", id])
     }
 
+    /// `create` and `start`, asserting both succeed and `state` then says running;
+    /// returns the container's pid (the monitor's).
+    #[track_caller]
+    pub fn create_and_start(&self, bundle: &TestBundle, id: &str) -> i32 {
+        assert_ok(&self.create(bundle, id), "create");
+        assert_ok(&self.start(id), "start");
+        let state = self
+            .state_json(id)
+            .unwrap_or_else(|| panic!("no state for {id} after start"));
+        assert_eq!(state["status"], "running", "state of {id} after start");
+        state["pid"].as_i64().expect("pid in state") as i32
+    }
+
+    /// The container's pid from `state`; panics when `state` fails.
+    #[track_caller]
+    pub fn pid(&self, id: &str) -> i32 {
+        let state = self
+            .state_json(id)
+            .unwrap_or_else(|| panic!("no state for {id}"));
+        state["pid"].as_i64().expect("pid in state") as i32
+    }
+
     pub fn state(&self, id: &str) -> Output {
         self.cmd(&["state", id])
     }
@@ -663,6 +706,17 @@ impl Urunc {
     /// Waits until the container's console contains `needle`.
     pub fn wait_console(&self, id: &str, needle: &str, timeout: Duration) -> bool {
         wait_for(timeout, || self.console(id).contains(needle))
+    }
+
+    /// Waits until the console contains `needle`; panics with the console if it does not.
+    #[track_caller]
+    pub fn assert_console(&self, id: &str, needle: &str, timeout: Duration) {
+        if !self.wait_console(id, needle, timeout) {
+            panic!(
+                "{id}: no {needle:?} on the console within {timeout:?}:\n{}",
+                self.console(id)
+            );
+        }
     }
 
     /// Every line of the JSON log, parsed (non-JSON lines are skipped).

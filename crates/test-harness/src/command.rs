@@ -80,3 +80,9 @@ pub fn output_text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr).trim_end()
     )
 }
+
+/// Panics with `what failed` and the command's output unless it succeeded.
+#[track_caller]
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed\n{}", output_text(out));
+}

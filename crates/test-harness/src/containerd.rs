@@ -137,6 +137,19 @@ impl ContainerdBuilder {
         Ok(containerd)
     }
 
+    /// Starts containerd (as [`ContainerdBuilder::start`]) with `shim` (as
+    /// `containerd-shim-urunc-v2`) and `urunc` linked into its `<opt>/bin`, which is
+    /// first on the PATH containerd gives its shims, and so on the shim's.
+    pub fn start_with_urunc(self, shim: &Path, urunc: &Path) -> Result<Containerd> {
+        let containerd = self.start()?;
+        let bin = containerd.opt_bin();
+        fs::create_dir_all(&bin).context("creating <opt>/bin")?;
+        std::os::unix::fs::symlink(shim, bin.join("containerd-shim-urunc-v2"))
+            .context("linking the shim")?;
+        std::os::unix::fs::symlink(urunc, bin.join("urunc")).context("linking urunc")?;
+        Ok(containerd)
+    }
+
     fn config_toml(&self, dir: &Path) -> String {
         let path = |sub: &str| toml_string(&dir.join(sub).to_string_lossy());
         let mut disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| toml_string(p)).collect();
@@ -239,6 +252,11 @@ impl Containerd {
     /// a good place for image tars and other per-test files.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// `<opt>/bin`: first on the PATH containerd gives the shims it starts.
+    pub fn opt_bin(&self) -> PathBuf {
+        self.dir.join("opt/bin")
     }
 
     /// The gRPC socket (what `ctr --address` takes).

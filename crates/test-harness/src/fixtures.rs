@@ -21,6 +21,15 @@ pub fn testkernel() -> Option<PathBuf> {
     existing(&[dir().join("testkernel/testkernel.elf")]).map(|mut v| v.remove(0))
 }
 
+/// The test kernel when running as root with every tool in `tools` found; else None
+/// after a `SKIP:` line (or a panic when integration is required).
+pub fn testkernel_with(tools: &[&str]) -> Option<PathBuf> {
+    if !crate::require_root_and_tools(tools) {
+        return None;
+    }
+    testkernel()
+}
+
 /// Debian's kernel as a PVH `vmlinux` and the busybox report initrd.
 pub fn linux_guest() -> Option<(PathBuf, PathBuf)> {
     let d = dir().join("linux");

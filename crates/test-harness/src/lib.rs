@@ -45,7 +45,7 @@ pub mod recorder;
 mod skip;
 
 pub use cleanup::{mounts_under, pids_with_arg};
-pub use command::output_text;
+pub use command::{assert_ok, output_text};
 pub use containerd::{Containerd, ContainerdBuilder, DEFAULT_NAMESPACE};
 pub use docker::{Dockerd, DOCKER, DOCKERD};
 pub use podman::{Podman, PODMAN_RUN_ULIMITS};

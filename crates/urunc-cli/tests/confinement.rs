@@ -19,22 +19,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::Value;
-use test_harness::bundle::{TestBundle, Urunc, KEY_HYPERVISOR};
-use test_harness::{fixtures, output_text, recorder, require_root_and_tools, skip_or_fail};
+use test_harness::bundle::{unique_id, TestBundle, Urunc, KEY_HYPERVISOR};
+use test_harness::{assert_ok, fixtures, recorder, require_root_and_tools, skip_or_fail};
 
 const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
 const PROBE: &str = "urunc-confine-probe";
 const WAIT: Duration = Duration::from_secs(30);
 const MIB: u64 = 1 << 20;
-
-fn unique(name: &str) -> String {
-    format!("conf-{name}-{}", std::process::id())
-}
-
-#[track_caller]
-fn assert_ok(out: &std::process::Output, what: &str) {
-    assert!(out.status.success(), "{what} failed\n{}", output_text(out));
-}
 
 /// The memory cgroup directory of process `pid` (v1 `memory` hierarchy, else v2).
 fn memory_cgroup(pid: i32) -> Option<PathBuf> {
@@ -80,28 +71,16 @@ fn memory_figures(dir: &Path) -> (u64, u64, u64) {
 
 #[test]
 fn memory_limit_is_the_guest_ram_and_the_monitor_cgroup_limit() {
-    if !require_root_and_tools(&["qemu-system-x86_64"]) {
-        return;
-    }
-    let Some(kernel) = fixtures::testkernel() else {
+    let Some(kernel) = fixtures::testkernel_with(&["qemu-system-x86_64"]) else {
         return;
     };
     let limit = 64 * MIB;
-    let mut b = TestBundle::new("conf-mem");
-    b.link_file("/boot/kernel", &kernel);
-    b.unikernel("unikraft", "/boot/kernel", None)
-        .args(&["wait"])
-        .memory_limit(limit);
+    let mut b = TestBundle::waiting_testkernel("conf-mem", &kernel);
+    b.memory_limit(limit);
     let urunc = Urunc::new(URUNC);
-    let id = unique("mem");
-    assert_ok(&urunc.create(&b, &id), "create");
-    assert_ok(&urunc.start(&id), "start");
-    assert!(
-        urunc.wait_console(&id, "waiting", WAIT),
-        "{}",
-        urunc.console(&id)
-    );
-    let pid = urunc.state_json(&id).unwrap()["pid"].as_i64().unwrap() as i32;
+    let id = unique_id("conf-mem");
+    let pid = urunc.create_and_start(&b, &id);
+    urunc.assert_console(&id, "waiting", WAIT);
     let argv: Vec<String> = fs::read(format!("/proc/{pid}/cmdline"))
         .unwrap()
         .split(|&c| c == 0)
@@ -203,9 +182,9 @@ fn a_monitor_cannot_use_more_memory_than_the_limit() {
     let mut b = p.bundle("conf-hog", "hog 256");
     b.memory_limit(limit);
     let urunc = p.urunc();
-    let id = unique("hog");
+    let id = unique_id("conf-hog");
     assert_ok(&urunc.create(&b, &id), "create");
-    let pid = urunc.state_json(&id).unwrap()["pid"].as_i64().unwrap() as i32;
+    let pid = urunc.pid(&id);
     let dir = memory_cgroup(pid).expect("the container process is in a memory cgroup");
     assert_ok(&urunc.start(&id), "start");
     assert!(
@@ -257,7 +236,7 @@ fn a_monitor_cannot_replace_host_binaries() {
     );
     let b = p.bundle("conf-exe", &script);
     let urunc = p.urunc();
-    let id = unique("exe");
+    let id = unique_id("conf-exe");
     assert_ok(&urunc.create(&b, &id), "create");
     assert_ok(&urunc.start(&id), "start");
     assert!(urunc.wait_status(&id, "stopped", WAIT));

@@ -15,57 +15,26 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::json;
-use test_harness::bundle::{wait_for, TestBundle, Urunc};
-use test_harness::{fixtures, output_text, require_root_and_tools};
+use test_harness::bundle::{unique_id, wait_for, TestBundle, Urunc};
+use test_harness::{assert_ok, fixtures};
 
 const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
+const TOOLS: &[&str] = &["qemu-system-x86_64", "runc"];
+const NET_TOOLS: &[&str] = &["qemu-system-x86_64", "ip", "tc"];
 const WAIT: Duration = Duration::from_secs(20);
 /// Points (after the command began) at which the random-point tests kill it.
 const KILL_AFTER_MS: &[u64] = &[0, 2, 5, 10, 20, 40];
 
-fn testkernel(tools: &[&str]) -> Option<PathBuf> {
-    if !require_root_and_tools(tools) {
-        return None;
-    }
-    fixtures::testkernel()
-}
-
-fn unique(name: &str) -> String {
-    format!("fault-{name}-{}", std::process::id())
-}
-
-/// A bundle booting the test kernel with `wait` (it halts forever once booted).
-fn waiting_bundle(name: &str, kernel: &Path) -> TestBundle {
-    let mut b = TestBundle::new(name);
-    b.link_file("/boot/kernel", kernel);
-    b.unikernel("unikraft", "/boot/kernel", None)
-        .args(&["wait"]);
-    b
-}
-
-#[track_caller]
-fn assert_ok(out: &Output, what: &str) {
-    assert!(out.status.success(), "{what} failed\n{}", output_text(out));
-}
-
-/// Creates and starts `id`; the monitor's pid.
-fn running(urunc: &Urunc, b: &TestBundle, id: &str) -> i32 {
-    assert_ok(&urunc.create(b, id), "create");
-    assert_ok(&urunc.start(id), "start");
-    assert_eq!(urunc.status(id).as_deref(), Some("running"));
-    urunc.state_json(id).unwrap()["pid"].as_i64().unwrap() as i32
-}
-
 /// The id is usable again: a new container runs, and goes without a trace.
 #[track_caller]
 fn id_runs_again(urunc: &Urunc, b: &TestBundle, id: &str) {
-    running(urunc, b, id);
+    urunc.create_and_start(b, id);
     assert_ok(
         &urunc.delete_force(id),
         "delete --force of the new container",
@@ -118,16 +87,16 @@ fn end_hook(pidfile: &Path) {
 
 #[test]
 fn create_killed_in_a_hook_is_reported_stopped_and_cleaned() {
-    let Some(kernel) = testkernel(&["qemu-system-x86_64", "runc"]) else {
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
         return;
     };
-    let mut b = waiting_bundle("create-killed", &kernel);
+    let mut b = TestBundle::waiting_testkernel("create-killed", &kernel);
     let (hook, marker, pidfile) = blocking_hook(&b, "create-hook");
     // createRuntime runs in `urunc create` once the container process, its cgroups
     // and its state exist: half-way.
     b.hook("createRuntime", hook.to_str().unwrap(), &[], &[]);
     let urunc = Urunc::new(URUNC);
-    let id = unique("create-killed");
+    let id = unique_id("fault-create-killed");
     let dir = b.dir().to_str().unwrap().to_string();
     let mut create = spawn(&urunc, &["create", "--bundle", &dir, &id]);
     assert!(wait_for(WAIT, || marker.exists()), "the hook never ran");
@@ -147,14 +116,14 @@ fn create_killed_in_a_hook_is_reported_stopped_and_cleaned() {
 
 #[test]
 fn create_killed_at_random_points_leaves_a_deletable_container() {
-    let Some(kernel) = testkernel(&["qemu-system-x86_64", "runc"]) else {
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
         return;
     };
-    let b = waiting_bundle("create-random", &kernel);
+    let b = TestBundle::waiting_testkernel("create-random", &kernel);
     let urunc = Urunc::new(URUNC);
     let dir = b.dir().to_str().unwrap().to_string();
     for (round, ms) in KILL_AFTER_MS.iter().enumerate() {
-        let id = unique(&format!("create-random{round}"));
+        let id = unique_id(&format!("fault-create-random{round}"));
         let mut create = spawn(&urunc, &["create", "--bundle", &dir, &id]);
         std::thread::sleep(Duration::from_millis(*ms));
         kill9(&mut create);
@@ -178,17 +147,17 @@ fn create_killed_at_random_points_leaves_a_deletable_container() {
 
 #[test]
 fn delete_killed_in_a_hook_is_finished_by_the_next_delete() {
-    let Some(kernel) = testkernel(&["qemu-system-x86_64", "runc"]) else {
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
         return;
     };
-    let mut b = waiting_bundle("delete-killed", &kernel);
+    let mut b = TestBundle::waiting_testkernel("delete-killed", &kernel);
     let (hook, marker, pidfile) = blocking_hook(&b, "poststop-hook");
     // poststop runs in `urunc delete` after the VMM, its cgroups and its network are
     // gone and before the state directory is: half-way.
     b.hook("poststop", hook.to_str().unwrap(), &[], &[]);
     let urunc = Urunc::new(URUNC);
-    let id = unique("delete-killed");
-    running(&urunc, &b, &id);
+    let id = unique_id("fault-delete-killed");
+    urunc.create_and_start(&b, &id);
     let mut delete = spawn(&urunc, &["delete", "--force", &id]);
     assert!(wait_for(WAIT, || marker.exists()), "the hook never ran");
     kill9(&mut delete);
@@ -202,14 +171,14 @@ fn delete_killed_in_a_hook_is_finished_by_the_next_delete() {
 
 #[test]
 fn delete_killed_at_random_points_is_finished_by_the_next_delete() {
-    let Some(kernel) = testkernel(&["qemu-system-x86_64", "runc"]) else {
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
         return;
     };
-    let b = waiting_bundle("delete-random", &kernel);
+    let b = TestBundle::waiting_testkernel("delete-random", &kernel);
     let urunc = Urunc::new(URUNC);
     for (round, ms) in KILL_AFTER_MS.iter().enumerate() {
-        let id = unique(&format!("delete-random{round}"));
-        running(&urunc, &b, &id);
+        let id = unique_id(&format!("fault-delete-random{round}"));
+        urunc.create_and_start(&b, &id);
         let mut delete = spawn(&urunc, &["delete", "--force", &id]);
         std::thread::sleep(Duration::from_millis(*ms));
         kill9(&mut delete);
@@ -317,7 +286,7 @@ impl Drop for Netns {
 }
 
 fn network_bundle(name: &str, kernel: &Path, ns: &Netns) -> TestBundle {
-    let mut b = waiting_bundle(name, kernel);
+    let mut b = TestBundle::waiting_testkernel(name, kernel);
     let mut list = b.config()["linux"]["namespaces"].clone();
     list.as_array_mut()
         .unwrap()
@@ -328,21 +297,17 @@ fn network_bundle(name: &str, kernel: &Path, ns: &Netns) -> TestBundle {
 
 #[test]
 fn network_left_half_done_by_a_crash_is_replaced() {
-    let Some(kernel) = testkernel(&["qemu-system-x86_64", "ip", "tc"]) else {
+    let Some(kernel) = fixtures::testkernel_with(NET_TOOLS) else {
         return;
     };
     let ns = Netns::new("stale");
     let b = network_bundle("net-stale", &kernel, &ns);
     let urunc = Urunc::new(URUNC);
-    let id = unique("net-stale");
+    let id = unique_id("fault-net-stale");
     ns.leave_half_done_network(&id);
     let tap = urunc::network::tap_name(&id);
-    let pid = running(&urunc, &b, &id);
-    assert!(
-        urunc.wait_console(&id, "waiting", WAIT),
-        "{}",
-        urunc.console(&id)
-    );
+    let pid = urunc.create_and_start(&b, &id);
+    urunc.assert_console(&id, "waiting", WAIT);
     // The monitor got the tap; exactly one redirect on the uplink (the stale one went).
     let argv = fs::read(format!("/proc/{pid}/cmdline")).unwrap();
     assert!(
@@ -364,16 +329,16 @@ fn network_left_half_done_by_a_crash_is_replaced() {
 
 #[test]
 fn container_process_killed_during_network_setup_is_cleaned() {
-    let Some(kernel) = testkernel(&["qemu-system-x86_64", "ip", "tc"]) else {
+    let Some(kernel) = fixtures::testkernel_with(NET_TOOLS) else {
         return;
     };
     let ns = Netns::new("start");
     let b = network_bundle("net-start", &kernel, &ns);
     let urunc = Urunc::new(URUNC);
     for (round, ms) in KILL_AFTER_MS.iter().enumerate() {
-        let id = unique(&format!("net-start{round}"));
+        let id = unique_id(&format!("fault-net-start{round}"));
         assert_ok(&urunc.create(&b, &id), "create");
-        let pid = urunc.state_json(&id).unwrap()["pid"].as_i64().unwrap() as i32;
+        let pid = urunc.pid(&id);
         // `start` lets the container process set up the tap and redirects, then exec
         // the monitor; it is killed somewhere along that way (or once it is QEMU).
         let mut start = spawn(&urunc, &["start", &id]);
@@ -390,7 +355,7 @@ fn container_process_killed_during_network_setup_is_cleaned() {
         ns.assert_pristine();
         eprintln!("container process killed {ms} ms into start: cleaned");
     }
-    let id = unique("net-start-again");
+    let id = unique_id("fault-net-start-again");
     id_runs_again(&urunc, &b, &id);
     ns.assert_pristine();
 }

@@ -11,7 +11,7 @@ use std::fs;
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,9 +20,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::Value;
 use test_harness::bundle::{
-    tree_snapshot, wait_for, TestBundle, Urunc, KEY_BINARY, KEY_HYPERVISOR, KEY_TYPE,
+    tree_snapshot, unique_id, wait_for, TestBundle, Urunc, KEY_BINARY, KEY_HYPERVISOR, KEY_TYPE,
 };
-use test_harness::{fixtures, output_text, require_root_and_tools};
+use test_harness::{assert_ok, fixtures, output_text, require_root_and_tools};
 
 const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
 const TOOLS: &[&str] = &["qemu-system-x86_64", "runc"];
@@ -33,34 +33,8 @@ const LINUX_BOOTED: &str = "URUNC-LINUX-GUEST-BOOTED";
 const LINUX_DONE: &str = "URUNC-LINUX-GUEST-DONE";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// The test kernel, or None (after a SKIP line) when this machine cannot run the tests.
-fn testkernel() -> Option<PathBuf> {
-    if !require_root_and_tools(TOOLS) {
-        return None;
-    }
-    fixtures::testkernel()
-}
-
-/// A container id unique to this test and this run of the test binary.
-fn unique(name: &str) -> String {
-    format!("lc-{name}-{}", std::process::id())
-}
-
-/// A bundle booting the test kernel (at `/boot/kernel`) with `args`.
-fn testkernel_bundle(name: &str, kernel: &Path, args: &[&str]) -> TestBundle {
-    let mut b = TestBundle::new(name);
-    b.link_file("/boot/kernel", kernel);
-    b.unikernel("unikraft", "/boot/kernel", None).args(args);
-    b
-}
-
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-#[track_caller]
-fn assert_ok(out: &Output, what: &str) {
-    assert!(out.status.success(), "{what} failed\n{}", output_text(out));
 }
 
 /// The `cmdline:` line the test kernel printed.
@@ -87,10 +61,12 @@ fn assert_testkernel_ran(out: &Output, args_tail: &str) {
 
 #[test]
 fn run_boots_the_test_kernel_with_its_arguments() {
-    let Some(kernel) = testkernel() else { return };
-    let b = testkernel_bundle("run", &kernel, &["hello", "world"]);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let b = TestBundle::testkernel("run", &kernel, &["hello", "world"]);
     let urunc = Urunc::new(URUNC);
-    let id = unique("run");
+    let id = unique_id("lc-run");
     let t = Instant::now();
     let out = urunc.run(&b, &id);
     eprintln!("urunc run of the test kernel took {:?}", t.elapsed());
@@ -101,7 +77,9 @@ fn run_boots_the_test_kernel_with_its_arguments() {
 
 #[test]
 fn urunc_json_plain_and_base64_configure_the_same_guest() {
-    let Some(kernel) = testkernel() else { return };
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
     let plain = [
         (KEY_TYPE, "unikraft"),
         (KEY_HYPERVISOR, "qemu"),
@@ -116,7 +94,7 @@ fn urunc_json_plain_and_base64_configure_the_same_guest() {
         }
     }
     for name in ["plain", "bare-base64", "b64-prefix"] {
-        let mut b = testkernel_bundle(name, &kernel, &["from", "json"]);
+        let mut b = TestBundle::testkernel(name, &kernel, &["from", "json"]);
         for (k, _) in plain {
             b.remove_annotation(k);
         }
@@ -125,7 +103,7 @@ fn urunc_json_plain_and_base64_configure_the_same_guest() {
         let values: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
         b.urunc_json(&values);
         let urunc = Urunc::new(URUNC);
-        let id = unique(&format!("json-{name}"));
+        let id = unique_id(&format!("lc-json-{name}"));
         let out = urunc.run(&b, &id);
         eprintln!("{name}: {values:?}");
         assert_testkernel_ran(&out, "from json");
@@ -135,10 +113,12 @@ fn urunc_json_plain_and_base64_configure_the_same_guest() {
 
 #[test]
 fn create_state_start_kill_delete() {
-    let Some(kernel) = testkernel() else { return };
-    let b = testkernel_bundle("lifecycle", &kernel, &["wait"]);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let b = TestBundle::waiting_testkernel("lifecycle", &kernel);
     let urunc = Urunc::new(URUNC);
-    let id = unique("lifecycle");
+    let id = unique_id("lc-lifecycle");
     let pid_file = b.dir().join("container.pid");
 
     let out = urunc.create_with(&b, &id, &["--pid-file", pid_file.to_str().unwrap()]);
@@ -170,11 +150,7 @@ fn create_state_start_kill_delete() {
 
     assert_ok(&urunc.start(&id), "start");
     assert_eq!(urunc.status(&id).as_deref(), Some("running"));
-    assert!(
-        urunc.wait_console(&id, "waiting", WAIT),
-        "guest did not reach `wait`:\n{}",
-        urunc.console(&id)
-    );
+    urunc.assert_console(&id, "waiting", WAIT);
     assert_eq!(urunc.state_json(&id).unwrap()["pid"], pid);
     // The leftovers check sees a live container's traces (so its silence means something).
     let traces = urunc.leftovers(&b, &id).join("\n");
@@ -208,10 +184,12 @@ fn create_state_start_kill_delete() {
 
 #[test]
 fn delete_force_discards_a_created_container() {
-    let Some(kernel) = testkernel() else { return };
-    let b = testkernel_bundle("discard", &kernel, &["wait"]);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let b = TestBundle::waiting_testkernel("discard", &kernel);
     let urunc = Urunc::new(URUNC);
-    let id = unique("discard");
+    let id = unique_id("lc-discard");
     assert_ok(&urunc.create(&b, &id), "create");
     let pid = urunc.state_json(&id).unwrap()["pid"].as_i64().unwrap();
     assert_ok(&urunc.delete_force(&id), "delete --force");
@@ -227,8 +205,10 @@ fn delete_force_discards_a_created_container() {
 
 #[test]
 fn killed_create_is_undone_by_delete_force_and_the_id_reusable() {
-    let Some(kernel) = testkernel() else { return };
-    let mut b = testkernel_bundle("killed", &kernel, &["again"]);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let mut b = TestBundle::testkernel("killed", &kernel, &["again"]);
     let hook_pid = b.dir().join("hook.pid");
     // Records its pid, then becomes `sleep 5` (same pid), so the test can end it.
     let hook = b.script(
@@ -245,7 +225,7 @@ fn killed_create_is_undone_by_delete_force_and_the_id_reusable() {
         &["PATH=/usr/bin:/bin"],
     );
     let urunc = Urunc::new(URUNC);
-    let id = unique("killed");
+    let id = unique_id("lc-killed");
     let bundle = b.dir().to_str().unwrap().to_string();
     let mut create = urunc
         .command(&["create", "--bundle", &bundle, &id])
@@ -290,8 +270,10 @@ fn killed_create_is_undone_by_delete_force_and_the_id_reusable() {
 
 #[test]
 fn a_run_leaves_the_rootfs_byte_identical() {
-    let Some(kernel) = testkernel() else { return };
-    let b = testkernel_bundle("identical", &kernel, &["hello"]);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let b = TestBundle::testkernel("identical", &kernel, &["hello"]);
     b.write_file("/etc/hostname", b"image\n", 0o644)
         .write_file("/bin/app", b"#!/bin/sh\necho app\n", 0o755)
         .write_file("/secret", b"0600 data", 0o600)
@@ -302,7 +284,7 @@ fn a_run_leaves_the_rootfs_byte_identical() {
     b.urunc_json(&[("com.urunc.unikernel.unikernelVersion", "0.17.0")]);
     let before = tree_snapshot(&b.rootfs());
     let urunc = Urunc::new(URUNC);
-    let id = unique("identical");
+    let id = unique_id("lc-identical");
     let out = urunc.run(&b, &id);
     assert_testkernel_ran(&out, "hello");
     urunc.assert_clean(&b, &id);
@@ -313,7 +295,7 @@ fn a_run_leaves_the_rootfs_byte_identical() {
 
 #[test]
 fn linux_guest_gets_arguments_and_environment() {
-    if testkernel().is_none() {
+    if fixtures::testkernel_with(TOOLS).is_none() {
         return;
     }
     let Some((vmlinux, initrd)) = fixtures::linux_guest() else {
@@ -326,7 +308,7 @@ fn linux_guest_gets_arguments_and_environment() {
         .args(&["/bin/report", "one", "two words"])
         .env(&["PATH=/bin", "GREETING=hi there"]);
     let urunc = Urunc::new(URUNC);
-    let id = unique("linux");
+    let id = unique_id("lc-linux");
     let t = Instant::now();
     let out = urunc.run(&b, &id);
     eprintln!("urunc run of the Linux guest took {:?}", t.elapsed());
@@ -353,14 +335,16 @@ fn linux_guest_gets_arguments_and_environment() {
 
 #[test]
 fn concurrent_creates_share_a_new_parent_cgroup() {
-    let Some(kernel) = testkernel() else { return };
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
     // A parent cgroup no container has made yet, as for the first containers of a new
     // containerd namespace (`/<namespace>/<id>`): all four race to create it.
     let parent = format!("urunc-test-{}", std::process::id());
     let _remove_parent = RemoveCgroupOnDrop(parent.clone());
     let bundles: Vec<TestBundle> = (0..4)
         .map(|k| {
-            let mut b = testkernel_bundle(&format!("cg{k}"), &kernel, &["hello"]);
+            let mut b = TestBundle::testkernel(&format!("cg{k}"), &kernel, &["hello"]);
             b.cgroups_path(&format!("/{parent}/c{k}"));
             b
         })
@@ -374,7 +358,7 @@ fn concurrent_creates_share_a_new_parent_cgroup() {
             .map(|(k, b)| {
                 let (urunc, barrier) = (&urunc, &barrier);
                 s.spawn(move || {
-                    let id = unique(&format!("cg{k}"));
+                    let id = unique_id(&format!("lc-cg{k}"));
                     barrier.wait();
                     let out = urunc.run(b, &id);
                     (id, out)
@@ -419,8 +403,10 @@ fn parse_hook_lines(text: &str) -> Vec<(String, u128, Value)> {
 
 #[test]
 fn hooks_run_in_order_and_receive_the_state() {
-    let Some(kernel) = testkernel() else { return };
-    let mut b = testkernel_bundle("hooks", &kernel, &["wait"]);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let mut b = TestBundle::waiting_testkernel("hooks", &kernel);
     let log = b.dir().join("hooks.log");
     let script = b.script(
         "hook.sh",
@@ -437,7 +423,7 @@ fn hooks_run_in_order_and_receive_the_state() {
     let inline = "echo \"startContainer $(date +%s%N) $(cat)\" >> /tmp/hooks.log";
     b.hook("startContainer", "/bin/sh", &["sh", "-c", inline], &env);
     let urunc = Urunc::new(URUNC);
-    let id = unique("hooks");
+    let id = unique_id("lc-hooks");
 
     assert_ok(&urunc.create(&b, &id), "create");
     let after_create = parse_hook_lines(&fs::read_to_string(&log).unwrap());
@@ -445,11 +431,7 @@ fn hooks_run_in_order_and_receive_the_state() {
     assert_eq!(names, ["createRuntime", "createContainer"]);
 
     assert_ok(&urunc.start(&id), "start");
-    assert!(
-        urunc.wait_console(&id, "waiting", WAIT),
-        "{}",
-        urunc.console(&id)
-    );
+    urunc.assert_console(&id, "waiting", WAIT);
     let pid = urunc.state_json(&id).unwrap()["pid"].as_i64().unwrap();
     let inside = fs::read_to_string(format!("/proc/{pid}/root/tmp/hooks.log"))
         .expect("startContainer hook output in the monitor's /tmp");
@@ -503,12 +485,14 @@ fn hooks_run_in_order_and_receive_the_state() {
 
 #[test]
 fn a_failing_create_runtime_hook_fails_create_cleanly() {
-    let Some(kernel) = testkernel() else { return };
-    let mut b = testkernel_bundle("badhook", &kernel, &["wait"]);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let mut b = TestBundle::waiting_testkernel("badhook", &kernel);
     let script = b.script("fail.sh", "cat >/dev/null; echo 'hook says no' >&2; exit 3");
     b.hook("createRuntime", script.to_str().unwrap(), &[], &[]);
     let urunc = Urunc::new(URUNC);
-    let id = unique("badhook");
+    let id = unique_id("lc-badhook");
     let out = urunc.create(&b, &id);
     assert!(
         !out.status.success(),
@@ -568,14 +552,16 @@ fn read_until(fd: &OwnedFd, needle: &str, timeout: Duration) -> String {
 
 #[test]
 fn terminal_output_arrives_through_the_console_socket() {
-    let Some(kernel) = testkernel() else { return };
-    let mut b = testkernel_bundle("tty", &kernel, &["wait"]);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let mut b = TestBundle::waiting_testkernel("tty", &kernel);
     b.terminal(true);
     let socket = b.dir().join("console.sock");
     let listener = UnixListener::bind(&socket).expect("bind the console socket");
     let receiver = thread::spawn(move || receive_pty_master(listener));
     let urunc = Urunc::new(URUNC);
-    let id = unique("tty");
+    let id = unique_id("lc-tty");
     let out = urunc.create_with(&b, &id, &["--console-socket", socket.to_str().unwrap()]);
     assert_ok(&out, "create with --console-socket");
     let master = receiver.join().expect("console receiver");
@@ -595,7 +581,7 @@ fn terminal_output_arrives_through_the_console_socket() {
 }
 
 /// `Uid:`/`Gid:` line of /proc/<pid>/status as numbers (real, effective, saved, fs).
-fn ids_of(pid: i64, key: &str) -> Vec<u32> {
+fn ids_of(pid: i32, key: &str) -> Vec<u32> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let line = status
         .lines()
@@ -609,20 +595,16 @@ fn ids_of(pid: i64, key: &str) -> Vec<u32> {
 
 #[test]
 fn monitor_runs_as_the_user_sandboxed_in_its_own_root() {
-    let Some(kernel) = testkernel() else { return };
-    let mut b = testkernel_bundle("confined", &kernel, &["wait"]);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let mut b = TestBundle::waiting_testkernel("confined", &kernel);
     b.user(1000, 1000).seccomp();
     b.write_file("/container-only-file", b"not for the monitor", 0o644);
     let urunc = Urunc::new(URUNC);
-    let id = unique("confined");
-    assert_ok(&urunc.create(&b, &id), "create");
-    assert_ok(&urunc.start(&id), "start");
-    assert!(
-        urunc.wait_console(&id, "waiting", WAIT),
-        "{}",
-        urunc.console(&id)
-    );
-    let pid = urunc.state_json(&id).unwrap()["pid"].as_i64().unwrap();
+    let id = unique_id("lc-confined");
+    let pid = urunc.create_and_start(&b, &id);
+    urunc.assert_console(&id, "waiting", WAIT);
 
     assert_eq!(ids_of(pid, "Uid:"), [1000; 4]);
     assert_eq!(ids_of(pid, "Gid:"), [1000; 4]);
@@ -674,7 +656,7 @@ fn an_ordinary_bundle_is_run_by_runc() {
         return;
     };
     let urunc = Urunc::new(URUNC);
-    let id = unique("runc-run");
+    let id = unique_id("lc-runc-run");
     let out = urunc.run(&b, &id);
     assert_ok(&out, "run");
     assert_eq!(
@@ -693,7 +675,7 @@ fn an_ordinary_bundle_is_created_stated_and_deleted_by_runc() {
     };
     b.args(&["/bin/busybox", "sleep", "60"]);
     let urunc = Urunc::new(URUNC);
-    let id = unique("runc-create");
+    let id = unique_id("lc-runc-create");
     assert_ok(&urunc.create(&b, &id), "create");
     let state = urunc.state_json(&id).expect("state from runc");
     assert_eq!(state["id"], id.as_str(), "{state}");

@@ -8,51 +8,18 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use test_harness::bundle::{wait_for, TestBundle, Urunc};
-use test_harness::{fixtures, output_text, require_root_and_tools};
+use test_harness::bundle::{unique_id, wait_for, TestBundle, Urunc};
+use test_harness::{assert_ok, fixtures, output_text};
 
 const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
 const TOOLS: &[&str] = &["qemu-system-x86_64", "runc"];
 const WAIT: Duration = Duration::from_secs(20);
 /// How many callers race in the concurrency tests.
 const RACERS: usize = 8;
-
-fn testkernel() -> Option<PathBuf> {
-    if !require_root_and_tools(TOOLS) {
-        return None;
-    }
-    fixtures::testkernel()
-}
-
-fn unique(name: &str) -> String {
-    format!("rel-{name}-{}", std::process::id())
-}
-
-/// A bundle booting the test kernel with `wait` (it halts forever once booted).
-fn waiting_bundle(name: &str, kernel: &Path) -> TestBundle {
-    let mut b = TestBundle::new(name);
-    b.link_file("/boot/kernel", kernel);
-    b.unikernel("unikraft", "/boot/kernel", None)
-        .args(&["wait"]);
-    b
-}
-
-#[track_caller]
-fn assert_ok(out: &Output, what: &str) {
-    assert!(out.status.success(), "{what} failed\n{}", output_text(out));
-}
-
-fn running(urunc: &Urunc, b: &TestBundle, id: &str) -> i32 {
-    assert_ok(&urunc.create(b, id), "create");
-    assert_ok(&urunc.start(id), "start");
-    assert_eq!(urunc.status(id).as_deref(), Some("running"));
-    urunc.state_json(id).unwrap()["pid"].as_i64().unwrap() as i32
-}
 
 /// Runs `f(i)` for i in 0..n on n threads at once and returns the results in order.
 fn race<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
@@ -73,10 +40,12 @@ fn race<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
 
 #[test]
 fn concurrent_creates_of_one_id_exactly_one_wins() {
-    let Some(kernel) = testkernel() else { return };
-    let b = waiting_bundle("create-race", &kernel);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let b = TestBundle::waiting_testkernel("create-race", &kernel);
     let urunc = Urunc::new(URUNC);
-    let id = unique("create-race");
+    let id = unique_id("rel-create-race");
     let outs = race(RACERS, |_| urunc.create(&b, &id));
     let winners = outs.iter().filter(|o| o.status.success()).count();
     assert_eq!(
@@ -103,11 +72,13 @@ fn concurrent_creates_of_one_id_exactly_one_wins() {
 
 #[test]
 fn concurrent_force_deletes_of_a_running_container() {
-    let Some(kernel) = testkernel() else { return };
-    let b = waiting_bundle("delete-race", &kernel);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let b = TestBundle::waiting_testkernel("delete-race", &kernel);
     let urunc = Urunc::new(URUNC);
-    let id = unique("delete-race");
-    running(&urunc, &b, &id);
+    let id = unique_id("rel-delete-race");
+    urunc.create_and_start(&b, &id);
     let outs = race(RACERS, |_| urunc.delete_force(&id));
     for o in &outs {
         let err = String::from_utf8_lossy(&o.stderr);
@@ -123,18 +94,20 @@ fn concurrent_force_deletes_of_a_running_container() {
     );
     urunc.assert_clean(&b, &id);
     // And the id is free again.
-    running(&urunc, &b, &id);
+    urunc.create_and_start(&b, &id);
     assert_ok(&urunc.delete_force(&id), "delete --force");
     urunc.assert_clean(&b, &id);
 }
 
 #[test]
 fn start_racing_delete_leaves_nothing() {
-    let Some(kernel) = testkernel() else { return };
-    let b = waiting_bundle("start-delete", &kernel);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let b = TestBundle::waiting_testkernel("start-delete", &kernel);
     let urunc = Urunc::new(URUNC);
     for round in 0..4 {
-        let id = unique(&format!("start-delete{round}"));
+        let id = unique_id(&format!("rel-start-delete{round}"));
         assert_ok(&urunc.create(&b, &id), "create");
         let outs = race(2, |i| {
             if i == 0 {
@@ -158,11 +131,13 @@ fn start_racing_delete_leaves_nothing() {
 
 #[test]
 fn vmm_killed_while_running_is_reported_stopped_and_cleaned() {
-    let Some(kernel) = testkernel() else { return };
-    let b = waiting_bundle("vmm-killed", &kernel);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let b = TestBundle::waiting_testkernel("vmm-killed", &kernel);
     let urunc = Urunc::new(URUNC);
-    let id = unique("vmm-killed");
-    let pid = running(&urunc, &b, &id);
+    let id = unique_id("rel-vmm-killed");
+    let pid = urunc.create_and_start(&b, &id);
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("SIGKILL the VMM");
     assert!(
         urunc.wait_status(&id, "stopped", WAIT),
@@ -174,19 +149,21 @@ fn vmm_killed_while_running_is_reported_stopped_and_cleaned() {
     assert_ok(&urunc.delete(&id), "delete");
     urunc.assert_clean(&b, &id);
     // A new container with the same id runs.
-    running(&urunc, &b, &id);
+    urunc.create_and_start(&b, &id);
     assert_ok(&urunc.delete_force(&id), "delete --force");
     urunc.assert_clean(&b, &id);
 }
 
 #[test]
 fn container_process_killed_before_start_is_reported_stopped() {
-    let Some(kernel) = testkernel() else { return };
-    let b = waiting_bundle("init-killed", &kernel);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let b = TestBundle::waiting_testkernel("init-killed", &kernel);
     let urunc = Urunc::new(URUNC);
-    let id = unique("init-killed");
+    let id = unique_id("rel-init-killed");
     assert_ok(&urunc.create(&b, &id), "create");
-    let pid = urunc.state_json(&id).unwrap()["pid"].as_i64().unwrap() as i32;
+    let pid = urunc.pid(&id);
     kill(Pid::from_raw(pid), Signal::SIGKILL).expect("SIGKILL the container process");
     assert!(
         urunc.wait_status(&id, "stopped", WAIT),
@@ -197,7 +174,7 @@ fn container_process_killed_before_start_is_reported_stopped() {
     assert!(!out.status.success(), "start of a dead container succeeded");
     assert_ok(&urunc.delete(&id), "delete");
     urunc.assert_clean(&b, &id);
-    running(&urunc, &b, &id);
+    urunc.create_and_start(&b, &id);
     assert_ok(&urunc.delete_force(&id), "delete --force");
     urunc.assert_clean(&b, &id);
 }
@@ -216,14 +193,16 @@ fn recorded_cgroups(urunc: &Urunc, id: &str) -> Vec<PathBuf> {
 
 #[test]
 fn delete_after_a_partial_cleanup_is_idempotent() {
-    let Some(kernel) = testkernel() else { return };
-    let b = waiting_bundle("partial", &kernel);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let b = TestBundle::waiting_testkernel("partial", &kernel);
     let urunc = Urunc::new(URUNC);
     // What an interrupted delete can leave: the process gone and (1) the cgroups
     // removed, (2) the cgroups and the state directory's other entries removed too.
     for (round, also_files) in [false, true].into_iter().enumerate() {
-        let id = unique(&format!("partial{round}"));
-        let pid = running(&urunc, &b, &id);
+        let id = unique_id(&format!("rel-partial{round}"));
+        let pid = urunc.create_and_start(&b, &id);
         let cgroups = recorded_cgroups(&urunc, &id);
         assert!(!cgroups.is_empty(), "no cgroups recorded");
         kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
@@ -248,7 +227,7 @@ fn delete_after_a_partial_cleanup_is_idempotent() {
         urunc.assert_clean(&b, &id);
         // Deleting again: the id is unknown (handed to runc, which fails).
         assert!(!urunc.delete(&id).status.success());
-        running(&urunc, &b, &id);
+        urunc.create_and_start(&b, &id);
         assert_ok(&urunc.delete_force(&id), "delete --force");
         urunc.assert_clean(&b, &id);
     }
@@ -279,14 +258,16 @@ fn fake_runc(dir: &Path) -> (PathBuf, PathBuf) {
 /// directory of an id it does not know.
 #[test]
 fn commands_racing_create_are_never_handed_to_runc() {
-    let Some(kernel) = testkernel() else { return };
-    let b = waiting_bundle("create-commands", &kernel);
+    let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
+        return;
+    };
+    let b = TestBundle::waiting_testkernel("create-commands", &kernel);
     let (runc, calls) = fake_runc(b.dir());
     let urunc = Urunc::new(URUNC).env("URUNC_RUNC", &runc);
     let rounds = 6;
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     for round in 0..rounds {
-        let id = unique(&format!("create-commands{round}"));
+        let id = unique_id(&format!("rel-create-commands{round}"));
         let done = std::sync::atomic::AtomicBool::new(false);
         let answers = std::sync::Mutex::new(Vec::new());
         std::thread::scope(|s| {

@@ -43,10 +43,7 @@ fn env_number(key: &str, default: usize) -> usize {
 }
 
 fn testkernel() -> Option<PathBuf> {
-    if !require_root_and_tools(&["qemu-system-x86_64", "runc"]) {
-        return None;
-    }
-    fixtures::testkernel()
+    fixtures::testkernel_with(&["qemu-system-x86_64", "runc"])
 }
 
 fn open_fds() -> Vec<String> {
@@ -64,6 +61,77 @@ fn open_fds() -> Vec<String> {
         .collect();
     fds.sort();
     fds
+}
+
+/// Runs `one(n)` for n in `first..cycles` on `workers` threads; the errors.
+fn run_cycles(
+    first: usize,
+    cycles: usize,
+    workers: usize,
+    one: impl Fn(usize) -> Result<(), String> + Sync,
+) -> Vec<String> {
+    let next = AtomicUsize::new(first);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                if n >= cycles {
+                    break;
+                }
+                if let Err(e) = one(n) {
+                    failures.lock().unwrap().push(e);
+                }
+            });
+        }
+    });
+    failures.into_inner().unwrap()
+}
+
+/// Reports the run and fails with the first few failures, if any.
+fn assert_no_failures(
+    what: &str,
+    cycles: usize,
+    workers: usize,
+    took: Duration,
+    failures: &[String],
+) {
+    eprintln!(
+        "{what}: {cycles} lifecycles at {workers}-way concurrency in {took:.1?} ({:.1} per second), {} failure(s)",
+        cycles as f64 / took.as_secs_f64(),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {cycles} lifecycles failed; first ones:\n{}",
+        failures.len(),
+        failures[..failures.len().min(5)].join("\n")
+    );
+}
+
+/// What both soaks count as leaked whatever the container: entries in the state root
+/// and a changed number of this process's descriptors.
+fn common_leaks(urunc: &Urunc, fds_before: &[String]) -> Vec<String> {
+    let mut leaks: Vec<String> = std::fs::read_dir(urunc.root())
+        .unwrap()
+        .flatten()
+        .map(|e| format!("state root entry {}", e.path().display()))
+        .collect();
+    let fds_after = open_fds();
+    if fds_after.len() != fds_before.len() {
+        leaks.push(format!(
+            "descriptors of the test process: {} before, {} after\nbefore: {fds_before:?}\nafter: {fds_after:?}",
+            fds_before.len(),
+            fds_after.len()
+        ));
+    }
+    leaks
+}
+
+#[track_caller]
+fn assert_no_leaks(what: &str, leaks: &[String]) {
+    eprintln!("{what}: {} leak(s)", leaks.len());
+    assert!(leaks.is_empty(), "leaks:\n  {}", leaks.join("\n  "));
 }
 
 /// One lifecycle; the first failing step's output. `while_running` checks more once
@@ -117,58 +185,26 @@ fn soak_lifecycles_leak_nothing() {
     let Some(kernel) = testkernel() else { return };
     let cycles = env_number(CYCLES_ENV, DEFAULT_CYCLES);
     let workers = env_number(CONCURRENCY_ENV, DEFAULT_CONCURRENCY).max(1);
-    let mut b = TestBundle::new("soak");
-    b.link_file("/boot/kernel", &kernel);
-    b.unikernel("unikraft", "/boot/kernel", None)
-        .args(&["wait"]);
+    let b = TestBundle::waiting_testkernel("soak", &kernel);
     // Each call's output goes to a file; no more than needed stays open.
     let urunc = Urunc::new(URUNC);
     let fds_before = open_fds();
 
-    let next = AtomicUsize::new(0);
-    let failures = Mutex::new(Vec::new());
     let t = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let n = next.fetch_add(1, Ordering::SeqCst);
-                if n >= cycles {
-                    break;
-                }
-                let id = format!("soak-{n}-{}", std::process::id());
-                if let Err(e) = cycle(&urunc, &b, &id, &|| Ok(())) {
-                    failures.lock().unwrap().push(e);
-                    // Best effort, so one failure does not cascade into leaks.
-                    let _ = urunc.delete_force(&id);
-                }
-            });
+    let failures = run_cycles(0, cycles, workers, |n| {
+        let id = format!("soak-{n}-{}", std::process::id());
+        let result = cycle(&urunc, &b, &id, &|| Ok(()));
+        if result.is_err() {
+            // Best effort, so one failure does not cascade into leaks.
+            let _ = urunc.delete_force(&id);
         }
+        result
     });
-    let took = t.elapsed();
-    let failures = failures.into_inner().unwrap();
-    eprintln!(
-        "soak: {cycles} lifecycles at {workers}-way concurrency in {took:.1?} ({:.1} per second), {} failure(s)",
-        cycles as f64 / took.as_secs_f64(),
-        failures.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {cycles} lifecycles failed; first ones:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    assert_no_failures("soak", cycles, workers, t.elapsed(), &failures);
 
     // Global leaks: anything in the state root, any process or mount naming it or the
     // bundle, the cgroup parent's children, and this process's descriptors.
-    let mut leaks = Vec::new();
-    for e in std::fs::read_dir(urunc.root()).unwrap().flatten() {
-        leaks.push(format!("state root entry {}", e.path().display()));
-    }
+    let mut leaks = common_leaks(&urunc, &fds_before);
     for dir in [urunc.root(), b.dir()] {
         for p in pids_with_arg(&dir.to_string_lossy()) {
             leaks.push(format!("process {p}"));
@@ -193,16 +229,7 @@ fn soak_lifecycles_leak_nothing() {
             }
         }
     }
-    let fds_after = open_fds();
-    if fds_after.len() != fds_before.len() {
-        leaks.push(format!(
-            "descriptors of the test process: {} before, {} after\nbefore: {fds_before:?}\nafter: {fds_after:?}",
-            fds_before.len(),
-            fds_after.len()
-        ));
-    }
-    eprintln!("soak: {} leak(s)", leaks.len());
-    assert!(leaks.is_empty(), "leaks:\n  {}", leaks.join("\n  "));
+    assert_no_leaks("soak", &leaks);
 }
 
 // --- The same with CNI networking -------------------------------------------------
@@ -348,10 +375,7 @@ fn cni_cycle(urunc: &Urunc, cni: &Cni, kernel: &std::path::Path, n: usize) -> Re
     run("ip", &["netns", "add", &netns])?;
     let _guard = NetnsGuard(netns.clone());
     cni.plugin("ADD", &id, &netns)?;
-    let mut b = TestBundle::new(&format!("soakcni{n}"));
-    b.link_file("/boot/kernel", kernel);
-    b.unikernel("unikraft", "/boot/kernel", None)
-        .args(&["wait"]);
+    let mut b = TestBundle::waiting_testkernel(&format!("soakcni{n}"), kernel);
     let mut ns = b.config()["linux"]["namespaces"].clone();
     ns.as_array_mut().unwrap().push(serde_json::json!(
         {"type": "network", "path": format!("/var/run/netns/{netns}")}
@@ -410,48 +434,13 @@ fn soak_with_cni_networking_leaks_nothing() {
     let fds_before = open_fds();
     let t = Instant::now();
     // The first cycle alone: it makes the bridge, which concurrent ADDs would race on.
-    let mut failures = Vec::new();
-    if let Err(e) = cni_cycle(&urunc, &cni, &kernel, 0) {
-        failures.push(e);
-    }
-    let next = AtomicUsize::new(1);
-    let failures = Mutex::new(failures);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                let n = next.fetch_add(1, Ordering::SeqCst);
-                if n >= cycles {
-                    break;
-                }
-                if let Err(e) = cni_cycle(&urunc, &cni, &kernel, n) {
-                    failures.lock().unwrap().push(e);
-                }
-            });
-        }
-    });
-    let took = t.elapsed();
-    let failures = failures.into_inner().unwrap();
-    eprintln!(
-        "soak with CNI: {cycles} lifecycles at {workers}-way concurrency in {took:.1?}, {} failure(s)",
-        failures.len()
-    );
-    assert!(
-        failures.is_empty(),
-        "{} of {cycles} lifecycles failed; first ones:\n{}",
-        failures.len(),
-        failures
-            .iter()
-            .take(5)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    let first = cni_cycle(&urunc, &cni, &kernel, 0).err();
+    let mut failures = run_cycles(1, cycles, workers, |n| cni_cycle(&urunc, &cni, &kernel, n));
+    failures.splice(0..0, first);
+    assert_no_failures("soak with CNI", cycles, workers, t.elapsed(), &failures);
 
     let pid = std::process::id();
-    let mut leaks = Vec::new();
-    for e in std::fs::read_dir(urunc.root()).unwrap().flatten() {
-        leaks.push(format!("state root entry {}", e.path().display()));
-    }
+    let mut leaks = common_leaks(&urunc, &fds_before);
     for p in pids_with_arg(&format!("-{pid}")) {
         let cmd = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
@@ -484,14 +473,5 @@ fn soak_with_cni_networking_leaks_nothing() {
             }
         }
     }
-    let fds_after = open_fds();
-    if fds_after.len() != fds_before.len() {
-        leaks.push(format!(
-            "descriptors of the test process: {} before, {} after",
-            fds_before.len(),
-            fds_after.len()
-        ));
-    }
-    eprintln!("soak with CNI: {} leak(s)", leaks.len());
-    assert!(leaks.is_empty(), "leaks:\n  {}", leaks.join("\n  "));
+    assert_no_leaks("soak with CNI", &leaks);
 }
