@@ -165,7 +165,7 @@ impl Runtime {
         let (mut parent_sock, child_sock) = UnixStream::pair().ctx(|| "socketpair".into())?;
         let child = self.child_setup(&bundle, &plan, &dir, &ns, tty, child_sock, o.preserve_fds)?;
 
-        let pid = spawn(child, &ns, lock.as_raw_fd())?;
+        let pid = spawn(child, &ns, [lock.as_raw_fd(), parent_sock.as_raw_fd()])?;
         let start = process::start_time(pid).unwrap_or(0);
         undo.pid = Some((pid, start));
         // The process builds its namespaces and monitor root while we move it into its
@@ -294,9 +294,11 @@ fn limits_of(bundle: &Bundle) -> cgroups::Limits {
 
 /// Clones the container process. Joining a pid namespace only affects children, so the
 /// parent joins it just around the clone and returns to its own afterwards.
-/// `lock_fd` (the container's lock) is closed in the child: its copy would keep the
-/// lock held until the monitor's exec, and `start` waits for that lock.
-fn spawn(child: ChildSetup, ns: &Namespaces, lock_fd: RawFd) -> Result<i32> {
+/// `parent_fds` are closed in the child: its copy of the container's lock would keep
+/// it held until the monitor's exec (and `start` waits for that lock), and its copy of
+/// our end of the sync socket would hide our death from it (a `create` killed before
+/// the child set its parent-death signal must still end the child: it reads EOF).
+fn spawn(child: ChildSetup, ns: &Namespaces, parent_fds: [RawFd; 2]) -> Result<i32> {
     let own_pid_ns = match &ns.join_pid {
         Some(target) => {
             let own = File::open("/proc/self/ns/pid").ctx(|| "open own pid namespace".into())?;
@@ -308,8 +310,10 @@ fn spawn(child: ChildSetup, ns: &Namespaces, lock_fd: RawFd) -> Result<i32> {
     let mut stack = vec![0u8; 1 << 20];
     let mut child = Some(child);
     let cb = Box::new(move || {
-        // SAFETY: closes the child's copy of a descriptor the parent keeps.
-        unsafe { libc::close(lock_fd) };
+        for fd in parent_fds {
+            // SAFETY: closes the child's copy of a descriptor the parent keeps.
+            unsafe { libc::close(fd) };
+        }
         match child.take() {
             Some(c) => init::run(c),
             None => 1,
