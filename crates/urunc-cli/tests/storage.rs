@@ -448,7 +448,9 @@ impl LoopRoot {
             mnt,
             mounted: false,
         };
+        // nosuid,nodev: the hand-over's remount must keep the mount's own flags.
         let out = Command::new("mount")
+            .args(["-o", "nosuid,nodev"])
             .arg(&root.device)
             .arg(&root.mnt)
             .output()
@@ -709,7 +711,13 @@ fn dm_block_rootfs_boots_from_a_loop_device_under_ctr() {
     );
     // The host's mount stays read-only (its cache is stale); a fresh look at the disk
     // finds the guest's write.
-    assert!(root.mount_entry().expect("still mounted").super_readonly());
+    let entry = root.mount_entry().expect("still mounted");
+    assert!(entry.super_readonly(), "{entry:?}");
+    let opts: Vec<&str> = entry.mount_options.split(',').collect();
+    assert!(
+        opts.contains(&"nosuid") && opts.contains(&"nodev"),
+        "the remount dropped the mount's flags: {entry:?}"
+    );
     assert_ctr_clean(&containerd, &id);
     root.unmount();
     let out = Command::new("debugfs")

@@ -204,6 +204,33 @@ pub fn is_ext2(sb: &[u8]) -> bool {
     compat & HAS_JOURNAL == 0 && incompat & !EXT2_INCOMPAT == 0 && ro_compat & !EXT2_RO_COMPAT == 0
 }
 
+/// The per-mount flags of the mount at `path` (nosuid, nodev, noexec, atime
+/// behaviour), as `statvfs` reports them; none when it cannot tell.
+fn mount_flags(path: &Path) -> nix::mount::MsFlags {
+    use nix::mount::MsFlags;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return MsFlags::empty();
+    };
+    // SAFETY: statvfs fills the zeroed struct; c is a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return MsFlags::empty();
+    }
+    let pairs = [
+        (libc::ST_NOSUID, MsFlags::MS_NOSUID),
+        (libc::ST_NODEV, MsFlags::MS_NODEV),
+        (libc::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (libc::ST_NOATIME, MsFlags::MS_NOATIME),
+        (libc::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (libc::ST_RELATIME, MsFlags::MS_RELATIME),
+    ];
+    pairs
+        .iter()
+        .filter(|(st_flag, _)| st.f_flag & st_flag != 0)
+        .fold(MsFlags::empty(), |acc, (_, ms)| acc | *ms)
+}
+
 /// At `start`, before the monitor runs: checks that `b.mount_point` is still the
 /// device `create` found, and remounts its superblock read-only, which makes every
 /// mount of that filesystem on the host read-only. Fails (changing nothing) when the
@@ -220,12 +247,13 @@ pub fn hand_over(b: &BlockRoot) -> Result<()> {
             )))
         }
     }
-    // No MS_BIND: this reconfigures the superblock, not just one mount of it.
+    // No MS_BIND: this reconfigures the superblock, not just one mount of it. Such a
+    // remount also resets the mount's own flags to those passed, so keep them.
     mount(
         None::<&str>,
         &b.mount_point,
         None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | mount_flags(&b.mount_point),
         None::<&str>,
     )
     .map_err(|e| {
