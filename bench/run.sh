@@ -35,6 +35,9 @@
 #     (tasks, containers, shims, monitors, urunc state). The same for 100 runc busybox
 #     `sleep` containers. Reported: containers started per second; target: urunc's rate
 #     at least 0.8 x runc's.
+#     In P4 and P5 the test kernels run under KVM when a probe boots one there (see
+#     BENCH_MANY_ACCEL), as users with hardware virtualisation run them; the report
+#     says which accelerator was used. The runc side is the same either way.
 #
 # Method: for each pair, warm-up runs of both sides, then N rounds alternating which
 # side goes first; every run is checked (exit status, expected console output) and a
@@ -54,7 +57,11 @@
 #   BENCH_N             rounds per pair (default 20)
 #   BENCH_WARMUP        warm-up runs per side (default 3)
 #   BENCH_OUT           also write the report (table and raw samples) to this file
-#   URUNC_QEMU_ACCEL    accelerator for P2 (default tcg; P1 always uses tcg)
+#   URUNC_QEMU_ACCEL    accelerator for P2 and P3 (default tcg; P1 always uses tcg)
+#   BENCH_MANY_ACCEL    accelerator for the test kernels of P4 and P5: auto (default:
+#                       kvm if a probe boots the test kernel under KVM, else tcg), kvm
+#                       or tcg. Under kvm the guests run on `-M microvm` (qboot; SeaBIOS
+#                       on `-M pc` needs seconds of CPU under a software KVM such as PVM)
 #   URUNC_FIXTURES      fixture cache (default /var/cache/urunc-fixtures)
 #
 # Needs root, the release binaries (built if missing), the fixtures (built if missing),
@@ -127,6 +134,10 @@ INITRD=$FIX/linux/initrd.cpio
 [[ -s $VMLINUX && -s $INITRD ]] || bash "$ROOT/fixtures/build-linux-guest.sh" >/dev/null
 P2_ACCEL=${URUNC_QEMU_ACCEL:-tcg}
 [[ $P2_ACCEL == kvm || $P2_ACCEL == tcg ]] || die "URUNC_QEMU_ACCEL=$P2_ACCEL: expected kvm or tcg"
+MANY_ACCEL=${BENCH_MANY_ACCEL:-auto}
+[[ $MANY_ACCEL == auto || $MANY_ACCEL == kvm || $MANY_ACCEL == tcg ]] ||
+	die "BENCH_MANY_ACCEL=$MANY_ACCEL: expected auto, kvm or tcg"
+MANY_ACCEL_WHY=requested
 
 # ----------------------------------------------------------------- cleanup
 W=$(mktemp -d /tmp/urunc-bench.XXXXXX)
@@ -255,7 +266,8 @@ p3_row() { # medians of RSS and PSS in MB, and the ratios (target 0.35)
 report() {
 	echo "urunc benchmarks, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -r), $(nproc) CPUs"
 	echo "N=$N rounds (alternating order) after $WARMUP warm-up runs per side; medians in ms"
-	echo "P1 monitor: no-op (a copy of /bin/true as qemu-system-x86_64); P2-P5 accelerator: $P2_ACCEL"
+	echo "P1 monitor: no-op (a copy of /bin/true as qemu-system-x86_64); P2-P3 accelerator: $P2_ACCEL"
+	if want P4 || want P5; then echo "P4-P5 test kernels: $MANY_ACCEL ($MANY_ACCEL_WHY)"; fi
 	echo "P4: $P4_COUNT running containers per side; P5: $P5_COUNT containers per side, started one by one"
 	echo
 	printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "A vs B" "A (ms)" "B (ms)" "A-B" "A/B" "target" ""
@@ -415,7 +427,18 @@ mkdir -p "$W/p2"
 	--name urunc.local/bench/testkernel:latest --output "$W/p2/testkernel.tar" >/dev/null
 "$PACK" --kernel "$VMLINUX" --initrd "$INITRD" --type linux --cmd /bin/report --cmd hello \
 	--name urunc.local/bench/linux:latest --output "$W/p2/linux.tar" >/dev/null
-export URUNC_QEMU_ACCEL=$P2_ACCEL
+# The accelerator and machine reach urunc through a configuration file of the bench's
+# own (URUNC_CONFIG in containerd's environment, inherited by the shims and urunc):
+# `urunc create` reads it each time, so P4 and P5 can switch to KVM by rewriting it.
+unset URUNC_QEMU_ACCEL
+export URUNC_CONFIG=$W/urunc-config.toml
+urunc_config() { # ACCEL [MACHINE [EXTRA-ARGS-TOML]]
+	printf '[monitors.qemu]\naccel = "%s"\n' "$1" >"$URUNC_CONFIG.tmp"
+	[[ -z ${2:-} ]] || printf 'machine = "%s"\n' "$2" >>"$URUNC_CONFIG.tmp"
+	[[ -z ${3:-} ]] || printf 'extra_args = %s\n' "$3" >>"$URUNC_CONFIG.tmp"
+	mv "$URUNC_CONFIG.tmp" "$URUNC_CONFIG"
+}
+urunc_config "$P2_ACCEL"
 # containerd puts <opt>/bin first on the PATH it gives shims: our shim and the urunc it
 # runs are found there.
 mkdir -p "$W/containerd/opt/bin"
@@ -683,6 +706,54 @@ p5_side() { # KIND
 	eval "P5_${1}_FIRST=$(median_ms "${MANY_EACH[@]:0:tenth}") P5_${1}_LAST=$(median_ms "${MANY_EACH[@]: -tenth}")"
 	many_delete "$prefix" "$P5_COUNT" || die "P5: the $1 containers were not deleted cleanly"
 }
+
+# Does the test kernel boot under KVM here? `/dev/kvm` existing is not enough (a
+# software KVM may run only tiny guests): boot it bare on -M microvm with urunc's KVM
+# CPU options and wait for its `waiting` line. PVM refuses `-cpu host` (QEMU cannot
+# set MSR_IA32_ARCH_CAPABILITIES and aborts); if that is the only problem, the probe
+# retries with that feature off, which urunc then gets through extra_args (a later
+# -cpu replaces the earlier one).
+MANY_EXTRA=''
+kvm_boots() { # CPU-ARGS...
+	local out=$W/kvm-probe.out pid i
+	qemu-system-x86_64 -machine microvm -accel kvm "$@" -m 256M -smp 1 -nodefaults \
+		-no-user-config -display none -serial stdio -no-reboot -kernel "$TESTKERNEL" \
+		-append wait </dev/null >"$out" 2>&1 &
+	pid=$!
+	for ((i = 0; i < 100; i++)); do
+		grep -q '^waiting' "$out" && break
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.02
+	done
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	grep -q '^waiting' "$out"
+}
+kvm_probe() {
+	[[ -c /dev/kvm ]] || { MANY_ACCEL_WHY="no /dev/kvm"; return 1; }
+	if kvm_boots -cpu host; then
+		MANY_ACCEL_WHY="probe: the test kernel boots under KVM; guests on -M microvm"
+	elif kvm_boots -cpu host -cpu host,-arch-capabilities; then
+		MANY_ACCEL_WHY="probe: the test kernel boots under KVM with -cpu host,-arch-capabilities (not with -cpu host); guests on -M microvm with that -cpu"
+		MANY_EXTRA='["-cpu", "host,-arch-capabilities"]'
+	else
+		MANY_ACCEL_WHY="probe: the test kernel did not boot under KVM within 2 s"
+		return 1
+	fi
+}
+if want P4 || want P5; then
+	if [[ $MANY_ACCEL == tcg ]]; then
+		:
+	elif kvm_probe; then
+		MANY_ACCEL=kvm
+	elif [[ $MANY_ACCEL == kvm ]]; then
+		die "BENCH_MANY_ACCEL=kvm, but $MANY_ACCEL_WHY"
+	else
+		MANY_ACCEL=tcg
+	fi
+	log "P4, P5: test kernels under $MANY_ACCEL ($MANY_ACCEL_WHY)"
+	if [[ $MANY_ACCEL == kvm ]]; then urunc_config kvm microvm "$MANY_EXTRA"; else urunc_config tcg; fi
+fi
 
 if want P4; then
 	log "P4: host memory of $P4_COUNT running containers (runc busybox sleep, then urunc test kernel)"
