@@ -123,6 +123,19 @@ impl Runtime {
         state.rootfs = bundle.rootfs.clone();
         state.annotations = annotations;
         state.plan = Some(plan.clone());
+        let linux = bundle.spec.linux().as_ref();
+        let cg_path = cgroups::container_path(
+            linux
+                .and_then(|l| l.cgroups_path().as_ref())
+                .and_then(|p| p.to_str()),
+            &o.id,
+            self.systemd_cgroup,
+        );
+        let limits = limits_of(&bundle);
+        // The cgroup directories are recorded before they exist, so a `create` killed
+        // while making them leaves none that `delete` does not know of; one save for
+        // the plan and them (each save is a rename over the old file, which costs).
+        state.cgroup_dirs = cgroups::dirs(&cg_path);
         dir.save(&state)?;
         mkfifo(&dir.fifo(), Mode::from_bits_truncate(0o622))
             .ctx(|| "create the exec FIFO".into())?;
@@ -142,21 +155,13 @@ impl Runtime {
             guest_init::prepare(&dir.path, &bundle.rootfs, init, user.uid(), user.gid())?;
         }
 
-        let linux = bundle.spec.linux().as_ref();
-        let cg_path = cgroups::container_path(
-            linux
-                .and_then(|l| l.cgroups_path().as_ref())
-                .and_then(|p| p.to_str()),
-            &o.id,
-            self.systemd_cgroup,
-        );
-        let limits = limits_of(&bundle);
-        undo.cgroups = cgroups::dirs(&cg_path);
-        state.cgroup_dirs = undo.cgroups.clone();
-        dir.save(&state)?;
+        // If `create` fails half-way, the undo removes whatever of these it left.
+        undo.cgroups = state.cgroup_dirs.clone();
         undo.cgroups = cgroups::create(&cg_path, &limits)?;
-        state.cgroup_dirs = undo.cgroups.clone();
-        dir.save(&state)?;
+        if undo.cgroups != state.cgroup_dirs {
+            state.cgroup_dirs = undo.cgroups.clone();
+            dir.save(&state)?;
+        }
 
         let tty = match tty {
             Some(sock) => Some(console::setup(&sock)?),
