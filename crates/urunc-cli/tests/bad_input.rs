@@ -508,6 +508,29 @@ const CASES: &[Case] = &[
             c.create()
         },
     ),
+    case(
+        "initrd-dotdot",
+        &["com.urunc.unikernel.initrd", "escapes the container rootfs"],
+        |c| {
+            c.bundle.annotation(
+                "com.urunc.unikernel.initrd",
+                "/boot/../../../../etc/hostname",
+            );
+            c.create()
+        },
+    ),
+    case(
+        "block-dir-symlink-escape",
+        &[KEY_BLOCK, "escapes the container rootfs"],
+        |c| {
+            // A directory component of the block path is a link out of the rootfs.
+            c.bundle.symlink("/disks", "../../../../../../../etc");
+            c.bundle
+                .annotation(KEY_TYPE, "linux")
+                .annotation(KEY_BLOCK, "/disks/hostname");
+            c.create()
+        },
+    ),
     case("kernel-symlink-loop", &[KEY_BINARY, "symbolic link"], |c| {
         c.bundle.symlink("/boot/loop", "/boot/loop");
         c.bundle.annotation(KEY_BINARY, "/boot/loop");
