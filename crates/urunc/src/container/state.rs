@@ -197,19 +197,26 @@ impl StateDir {
         {
             return None;
         }
+        self.reread_created(state)
+    }
+
+    /// The state file again, when the `create` that wrote `state` finished it.
+    fn reread_created(&self, state: &State) -> Option<State> {
         self.load(&state.id).ok().filter(|now| now.created_ok)
     }
 
     pub fn status(&self, state: &State) -> Status {
-        if let Some(now) = self.settled(state) {
-            return self.status(&now);
-        }
         if !state.created_ok && state.creator > 0 {
-            // A `create` killed half-way leaves a container that never was.
-            return if process::is_alive(state.creator, state.creator_start) {
-                Status::Creating
-            } else {
-                Status::Stopped
+            if process::is_alive(state.creator, state.creator_start) {
+                return Status::Creating;
+            }
+            // That `create` ended since `state` was read: it finished (read it again),
+            // or it was killed half-way, leaving a container that never was. One look
+            // at the creator decides both, so its exit between two looks cannot turn
+            // a finished container into a stopped one.
+            return match self.reread_created(state) {
+                Some(now) => self.status(&now),
+                None => Status::Stopped,
             };
         }
         if state.pid <= 0 {
