@@ -16,7 +16,7 @@ use nix::unistd::mkfifo;
 
 use super::hooks::{self, Kind};
 use super::init::{self, ChildSetup};
-use super::state::{now_rfc3339, write_atomic, State, StateDir, Status};
+use super::state::{now_rfc3339, write_atomic, LateHooks, State, StateDir, Status};
 use super::{sync, Runtime};
 use crate::bundle::Bundle;
 use crate::error::{Context, Error, Result};
@@ -88,6 +88,7 @@ impl Runtime {
             created_ok: false,
             creator: me,
             creator_start: process::start_time(me).unwrap_or(0),
+            late_hooks: None,
         };
         let (dir, lock) = StateDir::reserve(&self.root, &o.id, &state)?;
         let mut undo = Undo {
@@ -123,6 +124,10 @@ impl Runtime {
         state.rootfs = bundle.rootfs.clone();
         state.annotations = annotations;
         state.plan = Some(plan.clone());
+        state.late_hooks = Some(LateHooks {
+            poststart: hooks::list(&bundle.spec, Kind::Poststart),
+            poststop: hooks::list(&bundle.spec, Kind::Poststop),
+        });
         let linux = bundle.spec.linux().as_ref();
         let cg_path = cgroups::container_path(
             linux
@@ -168,7 +173,7 @@ impl Runtime {
             None => None,
         };
         let (mut parent_sock, child_sock) = UnixStream::pair().ctx(|| "socketpair".into())?;
-        let child = self.child_setup(&bundle, &plan, &dir, &ns, tty, child_sock, o.preserve_fds)?;
+        let child = self.child_setup(o, &bundle, &plan, &dir, &ns, tty, child_sock)?;
 
         let pid = spawn(child, &ns, [lock.as_raw_fd(), parent_sock.as_raw_fd()])?;
         let start = process::start_time(pid).unwrap_or(0);
@@ -210,13 +215,13 @@ impl Runtime {
     #[allow(clippy::too_many_arguments)]
     fn child_setup(
         &self,
+        o: &CreateOptions,
         bundle: &Bundle,
         plan: &Plan,
         dir: &StateDir,
         ns: &Namespaces,
         tty: Option<OwnedFd>,
         sock: UnixStream,
-        preserve_fds: i32,
     ) -> Result<ChildSetup> {
         let cstr =
             |s: &str| CString::new(s).map_err(|_| Error::Other(format!("{s:?} contains NUL")));
@@ -236,11 +241,7 @@ impl Runtime {
         let process = bundle.spec.process().as_ref();
         let user = process.map(|p| p.user().clone()).unwrap_or_default();
         Ok(ChildSetup {
-            id: dir
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into())
-                .unwrap_or_default(),
+            id: o.id.clone(),
             sock,
             join: ns
                 .join
@@ -270,7 +271,7 @@ impl Runtime {
             additional_gids: user.additional_gids().clone().unwrap_or_default(),
             no_new_privs: process.and_then(|p| p.no_new_privileges()).unwrap_or(false),
             caps: capabilities::from_spec(process),
-            preserve_fds,
+            preserve_fds: o.preserve_fds,
             spec: bundle.spec.clone(),
         })
     }

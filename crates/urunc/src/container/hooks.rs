@@ -54,12 +54,26 @@ pub fn has(spec: &Spec, kind: Kind) -> bool {
         .is_some_and(|l| !l.is_empty())
 }
 
+/// The hooks of `kind` in the spec.
+pub fn list(spec: &Spec, kind: Kind) -> Vec<Hook> {
+    spec.hooks()
+        .as_ref()
+        .and_then(|h| kind.select(h))
+        .cloned()
+        .unwrap_or_default()
+}
+
 /// Runs every hook of `kind` in order, stopping at the first failure.
 pub fn run(spec: &Spec, kind: Kind, state_json: &[u8]) -> Result<()> {
     let Some(list) = spec.hooks().as_ref().and_then(|h| kind.select(h)) else {
         return Ok(());
     };
-    for hook in list {
+    run_list(list, kind, state_json)
+}
+
+/// Runs `hooks` (of `kind`) in order, stopping at the first failure.
+pub fn run_list(hooks: &[Hook], kind: Kind, state_json: &[u8]) -> Result<()> {
+    for hook in hooks {
         run_one(hook, kind, state_json)?;
     }
     Ok(())
@@ -95,6 +109,16 @@ fn run_one(hook: &Hook, kind: Kind, state_json: &[u8]) -> Result<()> {
     let deadline = hook
         .timeout()
         .map(|s| Instant::now() + Duration::from_secs(s.max(1) as u64));
+    // Woken by the exit itself (pidfd); the loop below then reaps it at once. Without
+    // pidfds, the loop polls.
+    if let Some(d) = deadline {
+        let _ = crate::sys::process::wait_child(
+            child.id() as i32,
+            d.saturating_duration_since(Instant::now()),
+        );
+    } else {
+        let _ = child.wait();
+    }
     loop {
         match child.try_wait() {
             Ok(Some(status)) => {

@@ -108,10 +108,11 @@ impl Runtime {
             }
         }
         let _ = std::fs::remove_file(dir.fifo());
-        if let Ok(b) = Bundle::load(&st.bundle) {
+        let poststart = late_hooks(&st, Kind::Poststart);
+        if !poststart.is_empty() {
             let json = serde_json::to_vec(&dir.oci_state(&st)).expect("state serialises");
             // poststart failures are reported but do not undo the start (OCI spec).
-            if let Err(e) = hooks::run(&b.spec, Kind::Poststart, &json) {
+            if let Err(e) = hooks::run_list(&poststart, Kind::Poststart, &json) {
                 eprintln!("urunc: warning: {e}");
             }
         }
@@ -178,14 +179,13 @@ impl Runtime {
             }
         }
         cgroups::remove(&st.cgroup_dirs);
-        if st.created_ok {
-            if let Ok(b) = Bundle::load(&st.bundle) {
-                let mut oci = dir.oci_state(&st);
-                oci.status = Status::Stopped;
-                let json = serde_json::to_vec(&oci).expect("state serialises");
-                if let Err(e) = hooks::run(&b.spec, Kind::Poststop, &json) {
-                    eprintln!("urunc: warning: {e}");
-                }
+        let poststop = late_hooks(&st, Kind::Poststop);
+        if st.created_ok && !poststop.is_empty() {
+            let mut oci = dir.oci_state(&st);
+            oci.status = Status::Stopped;
+            let json = serde_json::to_vec(&oci).expect("state serialises");
+            if let Err(e) = hooks::run_list(&poststop, Kind::Poststop, &json) {
+                eprintln!("urunc: warning: {e}");
             }
         }
         dir.remove()
@@ -240,5 +240,17 @@ impl Runtime {
             .into_iter()
             .filter_map(|id| self.state(&id).ok())
             .collect()
+    }
+}
+
+/// The poststart or poststop hooks the container was created with (from the bundle
+/// for a state written before `create` recorded them).
+fn late_hooks(st: &State, kind: Kind) -> Vec<oci_spec::runtime::Hook> {
+    match (&st.late_hooks, kind) {
+        (Some(h), Kind::Poststart) => h.poststart.clone(),
+        (Some(h), _) => h.poststop.clone(),
+        (None, _) => Bundle::load(&st.bundle)
+            .map(|b| hooks::list(&b.spec, kind))
+            .unwrap_or_default(),
     }
 }

@@ -65,6 +65,19 @@ pub struct State {
     pub creator: i32,
     #[serde(default)]
     pub creator_start: u64,
+    /// The spec's poststart and poststop hooks as `create` read them (the runtime runs
+    /// the configuration it was created with; `start` and `delete` need not parse the
+    /// bundle again). None in a state written before they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub late_hooks: Option<LateHooks>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LateHooks {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poststart: Vec<oci_spec::runtime::Hook>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poststop: Vec<oci_spec::runtime::Hook>,
 }
 
 /// The OCI state as printed by `urunc state` (runc's shape: containerd parses it).
@@ -188,37 +201,37 @@ impl StateDir {
         write_atomic(&self.state_file(), &json)
     }
 
-    /// When `state` was read during a `create` that has finished since: the state as
-    /// that create left it.
-    fn settled(&self, state: &State) -> Option<State> {
-        if state.created_ok
-            || state.creator <= 0
-            || process::is_alive(state.creator, state.creator_start)
-        {
-            return None;
-        }
-        self.reread_created(state)
-    }
-
     /// The state file again, when the `create` that wrote `state` finished it.
     fn reread_created(&self, state: &State) -> Option<State> {
         self.load(&state.id).ok().filter(|now| now.created_ok)
     }
 
     pub fn status(&self, state: &State) -> Status {
+        self.observe(state).0
+    }
+
+    /// The status, and the newer state it was decided on when `state` was read during
+    /// a `create` that has finished since.
+    fn observe(&self, state: &State) -> (Status, Option<State>) {
         if !state.created_ok && state.creator > 0 {
             if process::is_alive(state.creator, state.creator_start) {
-                return Status::Creating;
+                return (Status::Creating, None);
             }
             // That `create` ended since `state` was read: it finished (read it again),
             // or it was killed half-way, leaving a container that never was. One look
             // at the creator decides both, so its exit between two looks cannot turn
             // a finished container into a stopped one.
             return match self.reread_created(state) {
-                Some(now) => self.status(&now),
-                None => Status::Stopped,
+                Some(now) => (self.observe(&now).0, Some(now)),
+                None => (Status::Stopped, None),
             };
         }
+        (self.process_status(state), None)
+    }
+
+    /// The status of a container whose `create` is not running (finished or never
+    /// recorded): from its process, FIFO and freezer.
+    fn process_status(&self, state: &State) -> Status {
         if state.pid <= 0 {
             return if state.created_ok {
                 Status::Stopped
@@ -241,10 +254,8 @@ impl StateDir {
     }
 
     pub fn oci_state(&self, state: &State) -> OciState {
-        if let Some(now) = self.settled(state) {
-            return self.oci_state(&now);
-        }
-        let status = self.status(state);
+        let (status, now) = self.observe(state);
+        let state = now.as_ref().unwrap_or(state);
         OciState {
             oci_version: OCI_VERSION.into(),
             id: state.id.clone(),
@@ -348,20 +359,26 @@ fn flock(file: &std::fs::File, op: libc::c_int) -> std::io::Result<()> {
 }
 
 fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    renameat2(from, to, libc::RENAME_NOREPLACE)
+}
+
+fn renameat2(from: &Path, to: &Path, flags: libc::c_uint) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let c = |p: &Path| {
         std::ffi::CString::new(p.as_os_str().as_bytes())
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
     };
     let (from, to) = (c(from)?, c(to)?);
-    // SAFETY: two valid NUL-terminated paths.
+    // SAFETY: two valid NUL-terminated paths. The raw system call: musl's libc has
+    // no renameat2 wrapper before 1.2.5.
     let rc = unsafe {
-        libc::renameat2(
+        libc::syscall(
+            libc::SYS_renameat2,
             libc::AT_FDCWD,
             from.as_ptr(),
             libc::AT_FDCWD,
             to.as_ptr(),
-            libc::RENAME_NOREPLACE,
+            flags,
         )
     };
     if rc == 0 {
@@ -393,12 +410,22 @@ pub fn sweep(root: &Path) {
     }
 }
 
-/// Write-to-temporary then rename, so readers never see half a file.
+/// Write-to-temporary then swap into place, so readers never see half a file. An
+/// existing file is exchanged with the new one (`RENAME_EXCHANGE`) and then unlinked,
+/// rather than renamed over: ext4 writes a file's data back before a rename that
+/// replaces another returns (`auto_da_alloc`; 0.2 to 4 ms per save on this project's
+/// machines), which state under `/run` never needs. A plain rename when there is
+/// nothing to exchange with, or the filesystem cannot exchange.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let mut f = std::fs::File::create(&tmp).ctx(|| format!("write {tmp:?}"))?;
     f.write_all(data).ctx(|| format!("write {tmp:?}"))?;
     drop(f);
+    if renameat2(&tmp, path, libc::RENAME_EXCHANGE).is_ok() {
+        // `tmp` now holds the old content; the new one is in place whatever happens.
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(());
+    }
     std::fs::rename(&tmp, path).ctx(|| format!("rename {tmp:?} to {path:?}"))
 }
 
@@ -438,6 +465,7 @@ mod tests {
             created_ok,
             creator: 0,
             creator_start: 0,
+            late_hooks: None,
         }
     }
 
@@ -480,6 +508,24 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("c")]);
+    }
+
+    #[test]
+    fn write_atomic_replaces_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.json");
+        write_atomic(&path, b"one").unwrap();
+        let first = std::fs::metadata(&path).unwrap();
+        write_atomic(&path, b"two, longer").unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "two, longer");
+        // A new file was swapped in, not the old one rewritten in place.
+        use std::os::unix::fs::MetadataExt;
+        assert_ne!(std::fs::metadata(&path).unwrap().ino(), first.ino());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("f.json")]);
     }
 
     #[test]
