@@ -22,9 +22,21 @@ struct Hierarchy {
     controllers: Vec<String>,
 }
 
-fn hierarchies() -> Vec<Hierarchy> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    parse_mountinfo(&info)
+/// The mounted hierarchies, read once per process: `create` asks three times.
+fn hierarchies() -> &'static [Hierarchy] {
+    static CACHE: std::sync::OnceLock<Vec<Hierarchy>> = std::sync::OnceLock::new();
+    CACHE.get_or_init(|| {
+        let info = super::read_small(Path::new("/proc/self/mountinfo")).unwrap_or_default();
+        parse_mountinfo(&info)
+    })
+}
+
+/// The hierarchy `dir` (a container's cgroup directory) lives in.
+fn hierarchy_of(dir: &Path) -> Option<&'static Hierarchy> {
+    hierarchies()
+        .iter()
+        .filter(|h| dir.starts_with(&h.mount))
+        .max_by_key(|h| h.mount.as_os_str().len())
 }
 
 fn parse_mountinfo(info: &str) -> Vec<Hierarchy> {
@@ -112,12 +124,12 @@ pub fn create(rel: &str, limits: &Limits) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
     for h in hierarchies() {
         let dir = h.mount.join(rel.trim_start_matches('/'));
-        if let Err(e) = make_dirs(&h, &dir) {
+        if let Err(e) = make_dirs(h, &dir) {
             remove(&dirs);
             return Err(e);
         }
         dirs.push(dir.clone());
-        if let Err(e) = apply(&h, &dir, limits) {
+        if let Err(e) = apply(h, &dir, limits) {
             remove(&dirs);
             return Err(e);
         }
@@ -128,18 +140,25 @@ pub fn create(rel: &str, limits: &Limits) -> Result<Vec<PathBuf>> {
 /// Creates each missing level; a v1 cpuset level starts with no CPUs or memory nodes
 /// and accepts no process until it inherits its parent's.
 fn make_dirs(h: &Hierarchy, dir: &Path) -> Result<()> {
-    let mut missing = Vec::new();
-    let mut p = dir;
-    while !p.exists() && p.starts_with(&h.mount) {
-        missing.push(p.to_path_buf());
-        p = p.parent().unwrap_or(&h.mount);
-    }
-    for level in missing.iter().rev() {
-        // Another container being created at the same time may make a shared parent.
-        match std::fs::create_dir(level) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            r => r.ctx(|| format!("create cgroup {level:?}"))?,
+    // Usually only the last level is missing: one mkdir, no walk.
+    match std::fs::create_dir(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut missing = Vec::new();
+            let mut p = dir;
+            while !p.exists() && p.starts_with(&h.mount) {
+                missing.push(p.to_path_buf());
+                p = p.parent().unwrap_or(&h.mount);
+            }
+            for level in missing.iter().rev() {
+                // Another container being created at the same time may make a shared parent.
+                match std::fs::create_dir(level) {
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    r => r.ctx(|| format!("create cgroup {level:?}"))?,
+                }
+            }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        r => r.ctx(|| format!("create cgroup {dir:?}"))?,
     }
     if h.controllers.iter().any(|c| c == "cpuset") {
         // Levels made earlier (by us or others) may still be empty too.
@@ -147,11 +166,11 @@ fn make_dirs(h: &Hierarchy, dir: &Path) -> Result<()> {
         for level in levels.into_iter().rev() {
             for file in ["cpuset.cpus", "cpuset.mems"] {
                 let own = level.join(file);
-                let empty = std::fs::read_to_string(&own)
+                let empty = super::read_small(&own)
                     .map(|v| v.trim().is_empty())
                     .unwrap_or(false);
                 let parent = level.parent().unwrap_or(&h.mount).join(file);
-                if let (true, Ok(v)) = (empty, std::fs::read_to_string(&parent)) {
+                if let (true, Ok(v)) = (empty, super::read_small(&parent)) {
                     std::fs::write(&own, v.trim()).ctx(|| format!("initialise {own:?}"))?;
                 }
             }
@@ -210,17 +229,13 @@ pub fn add_pid(dirs: &[PathBuf], pid: i32) -> Result<()> {
     Ok(())
 }
 
-/// Pids in the container's cgroup (from the first hierarchy that lists any).
+/// Pids in the container's cgroup, from the first hierarchy that can be read: the
+/// process was moved into every one, and its children start where it is.
 pub fn pids(dirs: &[PathBuf]) -> Vec<i32> {
-    for d in dirs {
-        if let Ok(text) = std::fs::read_to_string(d.join("cgroup.procs")) {
-            let pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
-            if !pids.is_empty() {
-                return pids;
-            }
-        }
-    }
-    Vec::new()
+    dirs.iter()
+        .find_map(|d| super::read_small(&d.join("cgroup.procs")).ok())
+        .map(|text| text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 /// Freezes (or thaws) every process in the cgroup: the v1 freezer where mounted, else
@@ -253,10 +268,21 @@ pub fn freeze(dirs: &[PathBuf], frozen: bool) -> Result<bool> {
 }
 
 /// True when the container's cgroup is frozen.
+/// Only the v1 freezer hierarchy and v2 ones are asked (`state` asks this of every
+/// running container).
 pub fn is_frozen(dirs: &[PathBuf]) -> bool {
-    dirs.iter().any(|d| {
-        std::fs::read_to_string(d.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
-            || std::fs::read_to_string(d.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+    let read = |p: PathBuf| super::read_small(&p).unwrap_or_default();
+    dirs.iter().any(|d| match hierarchy_of(d) {
+        Some(h) if h.v2 => read(d.join("cgroup.freeze")).trim() == "1",
+        Some(h) if h.controllers.iter().any(|c| c == "freezer") => {
+            read(d.join("freezer.state")).trim() == "FROZEN"
+        }
+        Some(_) => false,
+        // Not under a hierarchy mounted here (another mount namespace): ask both.
+        None => {
+            read(d.join("freezer.state")).trim() == "FROZEN"
+                || read(d.join("cgroup.freeze")).trim() == "1"
+        }
     })
 }
 

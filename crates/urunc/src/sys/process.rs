@@ -3,12 +3,15 @@
 
 use std::time::{Duration, Instant};
 
+use std::os::fd::{AsFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 /// Start time (clock ticks since boot) and state letter from /proc/<pid>/stat.
 pub fn stat(pid: i32) -> Option<(u64, char)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = super::read_small(std::path::Path::new(&format!("/proc/{pid}/stat"))).ok()?;
     // The command name may contain spaces and parentheses; fields follow the last ')'.
     let rest = &text[text.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
@@ -40,8 +43,46 @@ pub fn signal(pid: i32, sig: Signal) -> nix::Result<()> {
     kill(Pid::from_raw(pid), sig)
 }
 
-/// Waits until the process is gone (or a zombie), polling; true if it went in time.
+/// A pidfd for `pid` (Linux 5.3 and later): it becomes readable when the process exits.
+fn pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: a descriptor the kernel just gave us, owned by nothing else.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Waits until the process behind `fd` exits; true if it did within `timeout`.
+fn wait_pidfd(fd: &OwnedFd, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ms = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        match poll(&mut [PollFd::new(fd.as_fd(), PollFlags::POLLIN)], ms) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) => return false,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Waits for a child of ours (a hook) to exit, up to `timeout`; true if it did. The
+/// caller reaps it.
+pub fn wait_child(pid: i32, timeout: Duration) -> Option<bool> {
+    pidfd(pid).map(|fd| wait_pidfd(&fd, timeout))
+}
+
+/// Waits until the process is gone (or a zombie); true if it went in time. Woken by
+/// the exit itself where pidfds exist, else by polling.
 pub fn wait_gone(pid: i32, start: u64, timeout: Duration) -> bool {
+    if pid > 0 {
+        if let Some(fd) = pidfd(pid) {
+            // Checked after the pidfd is taken: it then refers to this very process,
+            // not to a later one reusing the pid.
+            return !is_alive(pid, start) || wait_pidfd(&fd, timeout);
+        }
+    }
     let deadline = Instant::now() + timeout;
     let mut pause = Duration::from_micros(200);
     while is_alive(pid, start) {
