@@ -24,7 +24,7 @@ struct IfReq {
 
 fn ioctl(fd: i32, req: libc::c_ulong, arg: libc::c_ulong) -> io::Result<()> {
     // SAFETY: the tun ioctls used here take an integer argument.
-    if unsafe { libc::ioctl(fd, req, arg) } < 0 {
+    if unsafe { libc::ioctl(fd, req as libc::Ioctl, arg) } < 0 {
         return Err(io::Error::last_os_error());
     }
     Ok(())
@@ -47,7 +47,14 @@ pub fn create(name: &str, uid: u32, gid: u32) -> io::Result<()> {
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
     // SAFETY: TUNSETIFF reads and writes a struct ifreq, which req is laid out as.
-    if unsafe { libc::ioctl(tun.as_raw_fd(), TUNSETIFF, &mut req as *mut IfReq) } < 0 {
+    if unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            TUNSETIFF as libc::Ioctl,
+            &mut req as *mut IfReq,
+        )
+    } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     let fd = tun.as_raw_fd();

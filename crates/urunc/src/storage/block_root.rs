@@ -217,13 +217,15 @@ fn mount_flags(path: &Path) -> nix::mount::MsFlags {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return MsFlags::empty();
     }
+    // Linux's value; the libc crate defines it for glibc only.
+    const ST_RELATIME: libc::c_ulong = 0x1000;
     let pairs = [
         (libc::ST_NOSUID, MsFlags::MS_NOSUID),
         (libc::ST_NODEV, MsFlags::MS_NODEV),
         (libc::ST_NOEXEC, MsFlags::MS_NOEXEC),
         (libc::ST_NOATIME, MsFlags::MS_NOATIME),
         (libc::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (libc::ST_RELATIME, MsFlags::MS_RELATIME),
+        (ST_RELATIME, MsFlags::MS_RELATIME),
     ];
     pairs
         .iter()
