@@ -193,14 +193,6 @@ bench_pair() {
 		"$fb" || die "$pair B: warm-up run failed"
 	done
 	eval "SAMPLES_${pair}_A=() SAMPLES_${pair}_B=()"
-	if [[ $pair == P1 ]]; then # keep only the measured rounds' steps
-		PHASES_urunc_create=() PHASES_urunc_start=() PHASES_urunc_delete=()
-		PHASES_runc_create=() PHASES_runc_start=() PHASES_runc_delete=()
-	fi
-	if [[ $pair == P1AB ]]; then
-		PHASES_new_create=() PHASES_new_start=() PHASES_new_delete=()
-		PHASES_base_create=() PHASES_base_start=() PHASES_base_delete=()
-	fi
 	for ((i = 0; i < N; i++)); do
 		if ((i % 2 == 0)); then
 			measure "$pair" A "$fa"
@@ -354,7 +346,8 @@ edit_spec() { # CONFIG.JSON PYTHON-STATEMENTS (c is the spec)
 	EOF
 }
 log "P1: preparing the urunc and runc bundles in $W/p1"
-mkdir -p "$W/p1/noop" "$W/p1/urunc/rootfs/boot" "$W/p1/runc/rootfs/bin" "$W/p1/urunc-root" "$W/p1/runc-root"
+mkdir -p "$W/p1/noop" "$W/p1/urunc/rootfs/boot" "$W/p1/runc/rootfs/bin" \
+	"$W/p1/urunc-root" "$W/p1/runc-root" "$W/p1/new-root" "$W/p1/base-root"
 cp /bin/true "$W/p1/noop/qemu-system-x86_64"
 cp "$TESTKERNEL" "$W/p1/urunc/rootfs/boot/testkernel.elf"
 cp "$BUSYBOX" "$W/p1/runc/rootfs/bin/busybox"
@@ -375,46 +368,37 @@ c['process']['terminal'] = False
 c['process']['args'] = ['/bin/true']
 c['linux']['cgroupsPath'] = '/$CG/runc'"
 
-P1_ERR=$W/p1/err
-P1_ID=0
-# One lifecycle with runtime $1: urunc or runc (bundle $W/p1/$1), new or base (this
-# tree's urunc or $BENCH_BASELINE, the urunc bundle); the time of each step is kept in
-# PHASES_<runtime>_<step> (microseconds), for the breakdown in the report.
-p1_lifecycle() {
-	local rt=$1 bin=$1 bundle=$W/p1/$1 id=p1-$1-$$-$((P1_ID++)) t0 t1 t2 t3
-	local r=(--root "$W/p1/$rt-root")
-	case $rt in
-	urunc | new) bin=$URUNC ;;
-	base) bin=$BENCH_BASELINE ;;
-	esac
-	[[ $rt == new || $rt == base ]] && bundle=$W/p1/urunc
-	mkdir -p "$W/p1/$rt-root"
-	t0=${EPOCHREALTIME//[!0-9]/}
-	if PATH=$W/p1/noop:$PATH URUNC_QEMU_ACCEL=tcg "$bin" "${r[@]}" create --bundle "$bundle" "$id" \
-		</dev/null >/dev/null 2>"$P1_ERR" &&
-		t1=${EPOCHREALTIME//[!0-9]/} &&
-		"$bin" "${r[@]}" start "$id" 2>>"$P1_ERR" &&
-		t2=${EPOCHREALTIME//[!0-9]/} &&
-		"$bin" "${r[@]}" delete --force "$id" 2>>"$P1_ERR"; then
-		t3=${EPOCHREALTIME//[!0-9]/}
-		eval "PHASES_${rt}_create+=($((t1 - t0))) PHASES_${rt}_start+=($((t2 - t1))) PHASES_${rt}_delete+=($((t3 - t2)))"
-		return 0
-	fi
-	cat "$P1_ERR" >&2
-	return 1
+# P1's rounds run in bench/p1_lifecycles.py, which starts each command with
+# posix_spawn from one small process (as a shim starts its runtime), so a shell forking
+# itself per command is not counted for either side. Sides: NAME:BINARY:ROOT:BUNDLE[:ENV].
+# Fills SAMPLES_<pair>_A/B and PHASES_<name>_<step> (microseconds) for the report.
+p1_pair() { # PAIR SIDE-A SIDE-B
+	local pair=$1 name total c s d out
+	out=$W/p1/$pair.samples
+	python3 "$ROOT/bench/p1_lifecycles.py" "$N" "$WARMUP" "$W/p1/err" "$2" "$3" >"$out" ||
+		die "$pair: a lifecycle failed (see above)"
+	eval "SAMPLES_${pair}_A=() SAMPLES_${pair}_B=()"
+	local a=${2%%|*}
+	while read -r name total c s d; do
+		if [[ $name == "$a" ]]; then
+			eval "SAMPLES_${pair}_A+=($total)"
+		else
+			eval "SAMPLES_${pair}_B+=($total)"
+		fi
+		eval "PHASES_${name}_create+=($c) PHASES_${name}_start+=($s) PHASES_${name}_delete+=($d)"
+	done <"$out"
 }
-p1_urunc() { p1_lifecycle urunc; }
-p1_runc() { p1_lifecycle runc; }
-p1_new() { p1_lifecycle new; }
-p1_base() { p1_lifecycle base; }
+P1_UENV="PATH=$W/p1/noop:$PATH|URUNC_QEMU_ACCEL=tcg"
 
 if want P1; then
 	log "P1: $WARMUP warm-up + $N rounds of create+start+delete (urunc no-op monitor vs runc /bin/true)"
-	bench_pair P1 p1_urunc p1_runc
+	p1_pair P1 "urunc|$URUNC|$W/p1/urunc-root|$W/p1/urunc|$P1_UENV" \
+		"runc|$(command -v runc)|$W/p1/runc-root|$W/p1/runc"
 	[[ -z $(ls "$W/p1/urunc-root") && -z $(ls "$W/p1/runc-root") ]] || die "P1: containers were left behind"
 	if [[ -n $BASELINE ]]; then
 		log "P1: $WARMUP warm-up + $N rounds, this tree's urunc vs $BASELINE"
-		bench_pair P1AB p1_new p1_base
+		p1_pair P1AB "new|$URUNC|$W/p1/new-root|$W/p1/urunc|$P1_UENV" \
+			"base|$BASELINE|$W/p1/base-root|$W/p1/urunc|$P1_UENV"
 		[[ -z $(ls "$W/p1/new-root") && -z $(ls "$W/p1/base-root") ]] || die "P1: containers were left behind"
 	fi
 fi

@@ -162,11 +162,6 @@ impl Runtime {
 
         // If `create` fails half-way, the undo removes whatever of these it left.
         undo.cgroups = state.cgroup_dirs.clone();
-        undo.cgroups = cgroups::create(&cg_path, &limits)?;
-        if undo.cgroups != state.cgroup_dirs {
-            state.cgroup_dirs = undo.cgroups.clone();
-            dir.save(&state)?;
-        }
 
         let tty = match tty {
             Some(sock) => Some(console::setup(&sock)?),
@@ -178,11 +173,17 @@ impl Runtime {
         let pid = spawn(child, &ns, [lock.as_raw_fd(), parent_sock.as_raw_fd()])?;
         let start = process::start_time(pid).unwrap_or(0);
         undo.pid = Some((pid, start));
-        // The process builds its namespaces and monitor root while we move it into its
-        // cgroups: a cgroup v1 migration can wait 5-15 ms for an RCU grace period.
+        // The process builds its namespaces and monitor root while we make its cgroups
+        // and move it in (a cgroup v1 migration can wait 5-15 ms for an RCU grace
+        // period); it runs nothing of the container's before it is in them.
         sync::send(&mut parent_sock, sync::GO, "").ctx(|| "start the container process".into())?;
         state.pid = pid;
         state.pid_start = start;
+        let made = cgroups::create(&cg_path, &limits)?;
+        if made != state.cgroup_dirs {
+            state.cgroup_dirs = made.clone();
+            undo.cgroups = made;
+        }
         dir.save(&state)?;
         cgroups::add_pid(&undo.cgroups, pid)?;
         timestamps::mark(&o.id, Phase::CgroupsReady);

@@ -291,6 +291,18 @@ pub fn setup(p: &NetPlan) -> Result<Option<NetConfig>, String> {
         return Ok(None);
     }
     let mut nl = Netlink::open().map_err(|e| format!("netlink: {e}"))?;
+    if p.mode == NetMode::Auto
+        && nl
+            .links()
+            .map_err(|e| format!("list links: {e}"))?
+            .iter()
+            .all(|l| l.is_loopback())
+    {
+        // A namespace with only its loopback (no network configured, the usual case
+        // of a container without one): nothing to use, and nothing a crashed run could
+        // have left, since setup adds taps and redirects only beside an interface.
+        return Ok(None);
+    }
     // A tap of the same name is a leftover of a crashed run of this container.
     let nat = p.mode == NetMode::Static;
     teardown_with(&mut nl, &p.tap, nat)?;
