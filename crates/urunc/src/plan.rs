@@ -446,7 +446,8 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
     )
     .map_err(|e| Error::Other(format!("network: {e}")))?;
 
-    let tender_seccomp = monitor.tender_seccomp(&settings, &binary);
+    // Only asked when a filter is in play: finding out may mean reading the binary.
+    let tender_seccomp = bundle.has_seccomp() && monitor.tender_seccomp(&settings, &binary);
     let mut vm = VmConfig {
         name: format!("urunc-{id}"),
         binary,

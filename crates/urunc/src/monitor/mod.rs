@@ -77,7 +77,8 @@ pub struct VmConfig {
     /// The spec asked for seccomp: the monitor confines itself where it can.
     pub seccomp: bool,
     /// The monitor's binary installs a seccomp filter of its own (decided at
-    /// `create` by [`Monitor::tender_seccomp`]), so urunc must not add one.
+    /// `create` by [`Monitor::tender_seccomp`], and only when `seccomp` is set), so
+    /// urunc must not add one.
     #[serde(default)]
     pub tender_seccomp: bool,
     /// A file the guest's second serial port writes to (the guest init reports the
