@@ -138,10 +138,11 @@ impl Runtime {
         );
         let limits = limits_of(&bundle);
         // The cgroup directories are recorded before they exist, so a `create` killed
-        // while making them leaves none that `delete` does not know of; one save for
-        // the plan and them (each save is a rename over the old file, which costs).
+        // while making them leaves none that `delete` does not know of. They, the plan
+        // and the pid go in one save, once the process exists: until then nothing
+        // outside the state directory was made, and a `create` killed earlier leaves a
+        // reservation that `delete` removes (each save is a new file, which costs).
         state.cgroup_dirs = cgroups::dirs(&cg_path);
-        dir.save(&state)?;
         mkfifo(&dir.fifo(), Mode::from_bits_truncate(0o622))
             .ctx(|| "create the exec FIFO".into())?;
         std::fs::create_dir(dir.vm_root()).ctx(|| "create the monitor root".into())?;
@@ -179,12 +180,13 @@ impl Runtime {
         sync::send(&mut parent_sock, sync::GO, "").ctx(|| "start the container process".into())?;
         state.pid = pid;
         state.pid_start = start;
+        dir.save(&state)?;
         let made = cgroups::create(&cg_path, &limits)?;
         if made != state.cgroup_dirs {
             state.cgroup_dirs = made.clone();
             undo.cgroups = made;
+            dir.save(&state)?;
         }
-        dir.save(&state)?;
         cgroups::add_pid(&undo.cgroups, pid)?;
         timestamps::mark(&o.id, Phase::CgroupsReady);
         sync::expect(&mut parent_sock, sync::READY, "container process")?;
