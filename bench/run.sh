@@ -10,15 +10,16 @@
 #     Baseline: `runc create` + `start` + `delete --force` of a busybox /bin/true bundle.
 #     Both bundles come from `runc spec` (same namespaces, terminal off). Target: the
 #     urunc/runc ratio of the medians is at most 0.25.
-# P2  end-to-end cost. `ctr run --rm` through containerd's runc shim driving urunc
-#     (`--runtime io.containerd.runc.v2 --runc-binary urunc`, a private containerd) vs
-#     the identical QEMU command run bare on the host: the argv urunc generated (read
-#     from urunc's state of a capture run) with /guest/kernel and /guest/initrd replaced
-#     by the same files on the host. Same kernel, initrd, command line and accelerator.
-#     Two guests: the tiny test kernel (target: at most bare + 60 ms) and the Debian
-#     Linux guest with its busybox initrd (target: at most 1.10 x bare). The test kernel
-#     also runs through our own shim (`--runtime io.containerd.urunc.v2`), next to the
-#     runc-shim path (target: no slower).
+# P2  end-to-end cost. `ctr run --rm` through our shim (`--runtime io.containerd.urunc.v2`,
+#     a private containerd) vs the identical QEMU command run bare on the host: the argv
+#     urunc generated (read from urunc's state of a capture run) with /guest/kernel and
+#     /guest/initrd replaced by the same files on the host. Same kernel, initrd, command
+#     line and accelerator. Two guests: the tiny test kernel (target: at most bare + 60
+#     ms) and the Debian Linux guest with its busybox initrd (target: at most 1.10 x
+#     bare). The test kernel also runs through containerd's Go runc shim driving urunc
+#     (`--runtime io.containerd.runc.v2 --runc-binary urunc`), against our shim (target:
+#     ours no slower), and a runc container running /bin/true gives containerd's own
+#     floor.
 # P3  shim memory. RSS and PSS (smaps_rollup) of containerd-shim-urunc-v2 serving one
 #     running test-kernel container vs containerd's Go containerd-shim-runc-v2 serving
 #     one runc busybox container. Target: ours at most 0.35 x the Go shim's.
@@ -265,9 +266,9 @@ report() {
 	printf '%-46s %9s %9s %9s %6s  %-15s %s\n' "A vs B" "A (ms)" "B (ms)" "A-B" "A/B" "target" ""
 	row P1 "P1 urunc, no-op VMM" "runc /bin/true" ratio 0.25
 	row P2FL "P2 floor: ctr run runc /bin/true" "bare" none
-	row P2TK "P2 ctr run test kernel" "bare QEMU" plus 60
+	row P2TK "P2 ctr run test kernel, our shim" "bare QEMU" plus 60
 	row P2SH "P2 test kernel via our shim" "via Go runc shim" ratio 1.00
-	row P2LX "P2 ctr run Linux guest" "bare QEMU" ratio 1.10
+	row P2LX "P2 ctr run Linux guest, our shim" "bare QEMU" ratio 1.10
 	row P1AB "P1 this urunc" "baseline urunc" ratio 1.00
 	row P2AB "P2 test kernel, this urunc" "baseline urunc" ratio 1.00
 	p3_row
@@ -275,7 +276,8 @@ report() {
 	p5_rows
 	echo
 	echo "P1: create+start+delete --force, each runtime with its own --root; P2: ctr run --rm"
-	echo "through containerd's runc shim (urunc as --runc-binary) vs the same QEMU argv bare."
+	echo "through our shim (io.containerd.urunc.v2) vs the same QEMU argv bare; P2 floor and P2 this"
+	echo "urunc vs baseline: through containerd's runc shim (the runtime as --runc-binary)."
 	local rt
 	for rt in urunc runc new base; do
 		want P1 || break
@@ -424,9 +426,10 @@ urunc_config() { # ACCEL [MACHINE [EXTRA-ARGS-TOML]]
 }
 urunc_config "$P2_ACCEL"
 # containerd puts <opt>/bin first on the PATH it gives shims: our shim and the urunc it
-# runs are found there.
+# runs are found there, and urunit beside that urunc (as beside $URUNC for the runc
+# shim's runs), so both paths boot the Linux guest the same way.
 mkdir -p "$W/containerd/opt/bin"
-cp "$SHIM" "$URUNC" "$W/containerd/opt/bin/"
+cp "$SHIM" "$URUNC" "$(dirname "$URUNC")/urunit" "$W/containerd/opt/bin/"
 pc_start "$W/containerd" urunc-bench || die "containerd did not start"
 for t in testkernel linux; do pc_ctr images import "$W/p2/$t.tar" >/dev/null; done
 
@@ -514,27 +517,28 @@ p2_floor_bare() { "$W/p1/runc/rootfs/bin/true" </dev/null >/dev/null 2>&1; }
 
 p2_tk_ctr() { p2_ctr urunc.local/bench/testkernel:latest URUNC-TESTKERNEL-DONE; }
 p2_tk_base() { PC_URUNC=$BASELINE p2_tk_ctr; }
-p2_tk_shim() {
+p2_shim() { # IMAGE MARKER: ctr run --rm through our shim
 	local id=p2-shim-$$-$((P2_ID++))
 	pc_ctr run --rm --fifo-dir "$PC_DIR/fifo" --runtime io.containerd.urunc.v2 \
-		urunc.local/bench/testkernel:latest "$id" </dev/null >"$W/p2/out" 2>&1 &&
-		grep -q URUNC-TESTKERNEL-DONE "$W/p2/out" && return 0
+		"$1" "$id" </dev/null >"$W/p2/out" 2>&1 && grep -q "$2" "$W/p2/out" && return 0
+	echo "ctr run (our shim) $1 $id:" >&2
 	tail -n 20 "$W/p2/out" >&2
 	return 1
 }
+p2_tk_shim() { p2_shim urunc.local/bench/testkernel:latest URUNC-TESTKERNEL-DONE; }
+p2_lx_shim() { p2_shim urunc.local/bench/linux:latest URUNC-LINUX-GUEST-DONE; }
 p2_tk_bare() { p2_bare URUNC-TESTKERNEL-DONE "${ARGV_TK[@]}"; }
-p2_lx_ctr() { p2_ctr urunc.local/bench/linux:latest URUNC-LINUX-GUEST-DONE; }
 p2_lx_bare() { p2_bare URUNC-LINUX-GUEST-DONE "${ARGV_LX[@]}"; }
 
 if want P2; then
 	log "P2: $WARMUP warm-up + $N rounds, containerd floor (ctr run --rm runc /bin/true vs bare /bin/true)"
 	bench_pair P2FL p2_floor_ctr p2_floor_bare
-	log "P2: $WARMUP warm-up + $N rounds, test kernel (ctr run --rm vs bare QEMU)"
-	bench_pair P2TK p2_tk_ctr p2_tk_bare
+	log "P2: $WARMUP warm-up + $N rounds, test kernel (ctr run --rm through our shim vs bare QEMU)"
+	bench_pair P2TK p2_tk_shim p2_tk_bare
 	log "P2: $WARMUP warm-up + $N rounds, test kernel (our shim vs containerd's runc shim driving urunc)"
 	bench_pair P2SH p2_tk_shim p2_tk_ctr
-	log "P2: $WARMUP warm-up + $N rounds, Linux guest (ctr run --rm vs bare QEMU)"
-	bench_pair P2LX p2_lx_ctr p2_lx_bare
+	log "P2: $WARMUP warm-up + $N rounds, Linux guest (ctr run --rm through our shim vs bare QEMU)"
+	bench_pair P2LX p2_lx_shim p2_lx_bare
 	if [[ -n $BASELINE ]]; then
 		log "P2: $WARMUP warm-up + $N rounds, test kernel, this tree's urunc vs $BASELINE"
 		bench_pair P2AB p2_tk_ctr p2_tk_base
