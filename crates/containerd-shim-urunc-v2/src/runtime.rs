@@ -134,7 +134,19 @@ impl Urunc {
         self.run(&["start".as_ref(), id.as_ref()]).map(drop)
     }
 
+    /// The container's status. A urunc container's is read in this process, with the
+    /// library the CLI is built on: containerd (and the kubelet through it) asks often,
+    /// and running `urunc state` costs a process start each time. Containers urunc
+    /// hands to runc are asked through the binary, which forwards to runc.
     pub fn state(&self, id: &str) -> Result<State> {
+        let rt = urunc::container::Runtime::new(&self.root);
+        if rt.owns(id) {
+            if let Ok(st) = rt.state(id) {
+                return Ok(State {
+                    status: st.status.to_string(),
+                });
+            }
+        }
         let out = self.run(&["state".as_ref(), id.as_ref()])?;
         serde_json::from_slice(&out)
             .map_err(|e| Error::other(format!("parse `urunc state {id}` output: {e}")))
