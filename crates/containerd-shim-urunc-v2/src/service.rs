@@ -881,9 +881,16 @@ pub fn cleanup_after_shim(namespace: &str, id: &str, bundle: &Path) -> Result<De
                 systemd_cgroup: opts.systemd_cgroup,
                 bundle: bundle.to_path_buf(),
             };
-            if let Err(e) = urunc.delete_force(id) {
-                if !is_not_exist(&e.msg) {
-                    log::warn!("{id}: delete --force: {e}");
+            // Usually the task was deleted before the shim exited, and neither urunc nor
+            // the runc it hands other containers to (same root) has it: no need to run
+            // a process to be told so.
+            let known =
+                urunc::container::state::validate_id(id).is_err() || urunc.root.join(id).exists();
+            if known {
+                if let Err(e) = urunc.delete_force(id) {
+                    if !is_not_exist(&e.msg) {
+                        log::warn!("{id}: delete --force: {e}");
+                    }
                 }
             }
         }
