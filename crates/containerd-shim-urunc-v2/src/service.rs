@@ -233,6 +233,9 @@ impl Inner {
             return;
         };
         log::info!("{cid} {eid}: pid {} exited with status {status}", p.pid);
+        if eid.is_empty() {
+            urunc::timestamps::mark(cid, urunc::timestamps::Phase::ShimExit);
+        }
         p.state = State::Stopped;
         p.exit_status = status as u32;
         p.exited_at = Some(at);
@@ -521,6 +524,7 @@ impl Service {
     }
 
     fn delete_init(&self, id: &str) -> Result<DeleteResponse> {
+        urunc::timestamps::mark(id, urunc::timestamps::Phase::ShimDelete);
         let (urunc, exited) = {
             let t = self.inner.lock();
             let c = t.get(id)?;

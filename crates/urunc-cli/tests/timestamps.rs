@@ -14,9 +14,9 @@ use test_harness::{fixtures, output_text, require_root_and_tools};
 const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
 const DONE: &str = "URUNC-TESTKERNEL-DONE";
 
-/// The phases `urunc create` + `start` record, in order (no shim here).
+/// The phases `urunc create`, `start` and `delete` record, in order (no shim here).
 const PHASES: &[&str] = &[
-    "TS01", "TS02", "TS03", "TS04", "TS05", "TS07", "TS08", "TS09", "TS10", "TS11",
+    "TS01", "TS02", "TS03", "TS04", "TS05", "TS07", "TS08", "TS09", "TS10", "TS11", "TS14",
 ];
 
 fn bundle(name: &str, args: &[&str]) -> Option<TestBundle> {

@@ -40,10 +40,13 @@ pub enum Phase {
     StorageReady,
     MonitorExec,
     Started,
+    ShimExit,
+    ShimDelete,
+    Deleted,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 12] = [
+    pub const ALL: [Phase; 15] = [
         Phase::ShimCreate,
         Phase::Create,
         Phase::SpecParsed,
@@ -56,6 +59,9 @@ impl Phase {
         Phase::StorageReady,
         Phase::MonitorExec,
         Phase::Started,
+        Phase::ShimExit,
+        Phase::ShimDelete,
+        Phase::Deleted,
     ];
 
     /// `TS00`..: the code written to the log.
@@ -78,6 +84,9 @@ impl Phase {
             Phase::StorageReady => "storage ready",
             Phase::MonitorExec => "monitor exec'd",
             Phase::Started => "start done",
+            Phase::ShimExit => "shim: monitor exit seen",
+            Phase::ShimDelete => "shim: task delete received",
+            Phase::Deleted => "delete done",
         }
     }
 

@@ -188,7 +188,9 @@ impl Runtime {
                 eprintln!("urunc: warning: {e}");
             }
         }
-        dir.remove()
+        dir.remove()?;
+        crate::timestamps::mark(id, crate::timestamps::Phase::Deleted);
+        Ok(())
     }
 
     /// Freezes the whole VM (the monitor and its threads) through the cgroup freezer.
