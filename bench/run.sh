@@ -211,10 +211,14 @@ phase_ms() { # RUNTIME STEP → median of PHASES_<RUNTIME>_<STEP> in ms
 	median_ms "${vals[@]}"
 }
 
-median_ms() { # microsecond samples → median in ms, 1 decimal
+median_us() { # samples → their median, unrounded
 	printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END {
 		m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-		printf "%.1f", m / 1000 }'
+		printf "%.3f", m }'
+}
+
+median_ms() { # microsecond samples → median in ms, 1 decimal
+	awk -v m="$(median_us "$@")" 'BEGIN { printf "%.1f", m / 1000 }'
 }
 
 # ----------------------------------------------------------------- report
@@ -226,14 +230,18 @@ row() { # PAIR LABEL-A LABEL-B TARGET-KIND TARGET-VALUE
 	b=$(median_ms "${sb[@]}")
 	diff=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%+.1f", a - b }')
 	ratio=$(awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f", (b > 0) ? a / b : 0 }')
+	# The verdict is taken on the unrounded medians: 0.252 is not "0.25, met".
+	local ua ub
+	ua=$(median_us "${sa[@]}")
+	ub=$(median_us "${sb[@]}")
 	case $4 in
 	ratio)
 		target="A/B <= $5"
-		verdict=$(awk -v r="$ratio" -v t="$5" 'BEGIN { print (r <= t) ? "met" : "MISSED" }')
+		verdict=$(awk -v a="$ua" -v b="$ub" -v t="$5" 'BEGIN { print (b > 0 && a / b <= t) ? "met" : "MISSED" }')
 		;;
 	plus)
 		target="A <= B + $5 ms"
-		verdict=$(awk -v d="$diff" -v t="$5" 'BEGIN { print (d <= t) ? "met" : "MISSED" }')
+		verdict=$(awk -v a="$ua" -v b="$ub" -v t="$5" 'BEGIN { print (a - b <= t * 1000) ? "met" : "MISSED" }')
 		;;
 	none) target="-" verdict="(reference)" ;;
 	esac

@@ -179,8 +179,11 @@ impl Runtime {
             }
         }
         cgroups::remove(&st.cgroup_dirs);
-        let poststop = late_hooks(&st, Kind::Poststop);
-        if st.created_ok && !poststop.is_empty() {
+        let poststop = match st.created_ok {
+            true => late_hooks(&st, Kind::Poststop),
+            false => vec![],
+        };
+        if !poststop.is_empty() {
             let mut oci = dir.oci_state(&st);
             oci.status = Status::Stopped;
             let json = serde_json::to_vec(&oci).expect("state serialises");
