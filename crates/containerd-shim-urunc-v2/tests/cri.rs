@@ -36,7 +36,8 @@ use serde_json::{json, Value};
 use test_harness::cri::{api, container_config, cri_toml, pod_config, Cri};
 use test_harness::fixtures::NET_MODULES;
 use test_harness::{
-    busybox_image, fixtures, mounts_under, pids_with_arg, require_root_and_tools, Containerd,
+    busybox_image, fixtures, mounts_under, pids_with_arg, require_root_and_tools, wait_until,
+    Containerd,
 };
 use urunc::guest_init::Newc;
 
@@ -249,14 +250,6 @@ fn our_shims(containerd: &Containerd) -> Vec<i32> {
     ours.into_iter()
         .filter(|pid| fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|p| p == shim))
         .collect()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A pod sandbox that is stopped and removed on drop unless the test did it.

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use oci_image::ImageBuilder;
 use test_harness::{
-    busybox_image, fixtures, mounts_under, output_text, pids_with_arg, require_root_and_tools,
+    busybox_image, fixtures, output_text, pids_with_arg, require_root_and_tools, wait_until,
     Containerd,
 };
 
@@ -145,39 +145,15 @@ fn our_shims(containerd: &Containerd) -> Vec<i32> {
         .collect()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Nothing of container `id` is left: no process mentions it, no urunc state, no cgroup,
-/// no container record, no mount, no shim of this containerd.
+/// Nothing of container `id` is left (see `Containerd::assert_nothing_left`), and no
+/// shim of this containerd runs.
 fn assert_nothing_left(containerd: &Containerd, id: &str) {
     wait_until(
-        &format!("the processes of {id} to go"),
+        "this containerd's shims to go",
         Duration::from_secs(10),
-        || pids_with_arg(id).is_empty() && our_shims(containerd).is_empty(),
+        || our_shims(containerd).is_empty(),
     );
-    let state = Path::new(STATE_ROOT).join(containerd.namespace()).join(id);
-    assert!(!state.exists(), "urunc state {state:?} left behind");
-    for h in fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let cg = h.path().join(containerd.namespace()).join(id);
-        assert!(!cg.exists(), "cgroup {cg:?} left behind");
-    }
-    let containers = containerd.ctr_ok(&["containers", "ls", "-q"]);
-    assert!(
-        !stdout(&containers).lines().any(|l| l.trim() == id),
-        "container {id} still listed"
-    );
-    let mounts = mounts_under(containerd.dir());
-    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
+    containerd.assert_nothing_left(id, Path::new(STATE_ROOT));
 }
 
 /// PID and STATUS of task `id` in `ctr task ls`.

@@ -14,14 +14,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use oci_image::ImageBuilder;
 use serde_json::Value;
 use test_harness::recorder::{self, strs};
-use test_harness::{
-    fixtures, output_text, pids_with_arg, require_root_and_tools, skip_or_fail, Containerd,
-};
+use test_harness::{fixtures, output_text, require_root_and_tools, skip_or_fail, Containerd};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-urunc-v2");
 const RUNTIME: &str = "io.containerd.urunc.v2";
@@ -122,26 +120,10 @@ fn run(st: &Stack, name: &str, keys: &[(&str, &str)], extra: &[&str]) -> Value {
         .run(&flags, &st.image, &id, &["/app", "hello world"]);
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(0), "ctr run {id}\n{text}");
-    assert_nothing_left(&st.containerd, &id);
+    st.containerd
+        .assert_nothing_left(&id, Path::new(STATE_ROOT));
     recorder::parse(&String::from_utf8_lossy(&out.stdout))
         .unwrap_or_else(|| panic!("no record from {id}:\n{text}"))
-}
-
-fn assert_nothing_left(containerd: &Containerd, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !pids_with_arg(id).is_empty() {
-        assert!(Instant::now() < deadline, "processes of {id} remain");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let state = Path::new(STATE_ROOT).join(containerd.namespace()).join(id);
-    assert!(!state.exists(), "urunc state {state:?} left behind");
-    let ls = containerd.ctr_ok(&["containers", "ls", "-q"]);
-    assert!(
-        !String::from_utf8_lossy(&ls.stdout)
-            .lines()
-            .any(|l| l.trim() == id),
-        "container {id} still listed"
-    );
 }
 
 /// The shared checks of every monitor's record; containerd gives each container a

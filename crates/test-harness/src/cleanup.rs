@@ -168,6 +168,16 @@ pub(crate) fn terminate(child: &mut std::process::Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// Polls `ok` every 20 ms until it holds; panics naming `what` after `timeout`.
+#[track_caller]
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,6 @@
 //! A private containerd instance living in a temporary directory.
 
-use crate::cleanup::{kill_tree_and_wait, pids_with_arg, unmount_all_under};
+use crate::cleanup::{kill_tree_and_wait, mounts_under, pids_with_arg, unmount_all_under};
 use crate::command::{output_text, run_with_timeout, spawn_failure};
 use anyhow::{bail, ensure, Context, Result};
 use std::fs::{self, File};
@@ -391,6 +391,48 @@ impl Containerd {
         args.extend_from_slice(&[image, id]);
         args.extend_from_slice(argv);
         self.ctr(&args)
+    }
+
+    /// Asserts that nothing of container `id` is left once `ctr run --rm` (or a delete)
+    /// returned: no process names it (monitors `-name urunc-<id>`, shims `-id <id>`;
+    /// waited for up to 10 s, as shims exit just after ctr returns), no runtime state
+    /// `<state_root>/<namespace>/<id>`, no cgroup `<hierarchy>/<namespace>/<id>`, no
+    /// container record, nothing mounted below this containerd's directory.
+    #[track_caller]
+    pub fn assert_nothing_left(&self, id: &str, state_root: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut procs = pids_with_arg(id);
+        while !procs.is_empty() && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+            procs = pids_with_arg(id);
+        }
+        let described: Vec<String> = procs
+            .iter()
+            .map(|p| {
+                let cmd = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+                format!("{p}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+            })
+            .collect();
+        assert!(procs.is_empty(), "processes of {id} left: {described:#?}");
+        let state = state_root.join(self.namespace()).join(id);
+        assert!(!state.exists(), "runtime state {state:?} left behind");
+        for hierarchy in fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let cg = hierarchy.path().join(self.namespace()).join(id);
+            assert!(!cg.exists(), "cgroup {cg:?} left behind");
+        }
+        let containers = self.ctr_ok(&["containers", "ls", "-q"]);
+        assert!(
+            !String::from_utf8_lossy(&containers.stdout)
+                .lines()
+                .any(|l| l.trim() == id),
+            "container {id} still listed"
+        );
+        let mounts = mounts_under(self.dir());
+        assert!(mounts.is_empty(), "mounts left: {mounts:?}");
     }
 
     /// Imports an image archive (OCI or docker format) into the namespace,

@@ -44,7 +44,7 @@ mod podman;
 pub mod recorder;
 mod skip;
 
-pub use cleanup::{mounts_under, pids_with_arg};
+pub use cleanup::{mounts_under, pids_with_arg, wait_until};
 pub use command::{assert_ok, output_text};
 pub use containerd::{Containerd, ContainerdBuilder, DEFAULT_NAMESPACE};
 pub use docker::{Dockerd, DOCKER, DOCKERD};

@@ -22,10 +22,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use oci_image::ImageBuilder;
-use test_harness::{
-    busybox_image, fixtures, mounts_under, output_text, pids_with_arg, require_root_and_tools,
-    Containerd,
-};
+use test_harness::{busybox_image, fixtures, output_text, require_root_and_tools, Containerd};
 
 const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
 const TOOLS: &[&str] = &[
@@ -140,46 +137,6 @@ fn testkernel_cmdline(text: &str) -> Option<&str> {
         .find_map(|l| l.trim_end_matches('\r').strip_prefix("cmdline: "))
 }
 
-/// Asserts that nothing of container `id` is left: no process mentions it (QEMU's
-/// `-name urunc-<id>`, the shim's `-id <id>`), no runtime state directory, no cgroup,
-/// no container record, and nothing mounted below the containerd's directory.
-fn assert_nothing_left(containerd: &Containerd, id: &str) {
-    // The shim exits just after ctr returns, so give processes a moment to go.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut procs = pids_with_arg(id);
-    while !procs.is_empty() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(20));
-        procs = pids_with_arg(id);
-    }
-    let described: Vec<String> = procs
-        .iter()
-        .map(|p| {
-            let cmd = fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-            format!("{p}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
-        })
-        .collect();
-    assert!(procs.is_empty(), "processes of {id} left: {described:#?}");
-    let state = Path::new(SHIM_RUNC_ROOT)
-        .join(containerd.namespace())
-        .join(id);
-    assert!(!state.exists(), "runtime state {state:?} left behind");
-    for hierarchy in fs::read_dir("/sys/fs/cgroup")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let cg = hierarchy.path().join(containerd.namespace()).join(id);
-        assert!(!cg.exists(), "cgroup {cg:?} left behind");
-    }
-    let containers = containerd.ctr_ok(&["containers", "ls", "-q"]);
-    assert!(
-        !stdout(&containers).lines().any(|l| l.trim() == id),
-        "container {id} still listed"
-    );
-    let mounts = mounts_under(containerd.dir());
-    assert!(mounts.is_empty(), "mounts left: {mounts:?}");
-}
-
 /// `ctr run --rm` of the test kernel (container id from `prefix`) with `flags` (urunc
 /// runtime flags included) and `args`; asserts a clean boot, exit 0 and a clean host,
 /// and returns the command line the kernel printed.
@@ -202,7 +159,7 @@ fn run_testkernel(
     let cmdline = testkernel_cmdline(&so)
         .unwrap_or_else(|| panic!("no cmdline line\n{text}"))
         .to_string();
-    assert_nothing_left(containerd, &id);
+    containerd.assert_nothing_left(&id, Path::new(SHIM_RUNC_ROOT));
     cmdline
 }
 
@@ -312,7 +269,7 @@ fn linux_guest_gets_args_and_env() {
     ] {
         assert!(lines.contains(&want), "no line {want:?}\n{text}");
     }
-    assert_nothing_left(&containerd, &id);
+    containerd.assert_nothing_left(&id, Path::new(SHIM_RUNC_ROOT));
 }
 
 #[test]
@@ -333,7 +290,7 @@ fn ordinary_container_is_handed_to_runc() {
     let text = output_text(&out);
     assert_eq!(stdout(&out).trim(), "hi", "{text}");
     assert_eq!(out.status.code(), Some(3), "{text}");
-    assert_nothing_left(&containerd, &id);
+    containerd.assert_nothing_left(&id, Path::new(SHIM_RUNC_ROOT));
 }
 
 #[test]
@@ -365,7 +322,7 @@ fn missing_kernel_is_reported_through_ctr() {
         assert!(stderr.contains(want), "ctr's stderr lacks {want:?}\n{text}");
     }
     assert!(!stdout(&out).contains(TESTKERNEL_BOOTED), "{text}");
-    assert_nothing_left(&containerd, &id);
+    containerd.assert_nothing_left(&id, Path::new(SHIM_RUNC_ROOT));
 }
 
 /// One row of `ctr task ls`: pid and status of task `id`.
@@ -467,7 +424,7 @@ fn detached_lifecycle_with_kill() {
     );
     assert!(task_row(&containerd, &id).is_none(), "task still listed");
     containerd.ctr_ok(&["containers", "rm", &id]);
-    assert_nothing_left(&containerd, &id);
+    containerd.assert_nothing_left(&id, Path::new(SHIM_RUNC_ROOT));
 }
 
 #[test]
@@ -505,5 +462,5 @@ fn vmm_killed_by_signal_gives_137() {
     let text = output_text(&out);
     assert_eq!(out.status.code(), Some(137), "{text}");
     assert_eq!(out.status.signal(), None, "{text}");
-    assert_nothing_left(&containerd, &id);
+    containerd.assert_nothing_left(&id, Path::new(SHIM_RUNC_ROOT));
 }
