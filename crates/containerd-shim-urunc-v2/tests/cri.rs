@@ -33,8 +33,9 @@ use std::time::{Duration, Instant};
 
 use oci_image::ImageBuilder;
 use serde_json::{json, Value};
+use test_harness::bundle::{KEY_BINARY, KEY_HYPERVISOR, KEY_INITRD, KEY_TYPE, TESTKERNEL_KEYS};
 use test_harness::cri::{api, container_config, cri_toml, pod_config, Cri};
-use test_harness::fixtures::NET_MODULES;
+use test_harness::fixtures::{NET_MODULES, TESTKERNEL_BOOTED as BOOTED};
 use test_harness::{
     busybox_image, fixtures, mounts_under, pids_with_arg, require_root_and_tools, wait_until,
     Containerd,
@@ -60,19 +61,8 @@ const TOOLS: &[&str] = &[
 const STATE_ROOTS: &[&str] = &["/run/containerd/urunc", "/run/containerd/runc"];
 const FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
-const KEY_TYPE: &str = "com.urunc.unikernel.unikernelType";
-const KEY_HYPERVISOR: &str = "com.urunc.unikernel.hypervisor";
-const KEY_BINARY: &str = "com.urunc.unikernel.binary";
-const KEY_INITRD: &str = "com.urunc.unikernel.initrd";
 const KEY_NETWORK_MODE: &str = "com.urunc.network.mode";
 
-/// The test kernel as a Unikraft guest on QEMU.
-const TESTKERNEL_KEYS: &[(&str, &str)] = &[
-    (KEY_TYPE, "unikraft"),
-    (KEY_HYPERVISOR, "qemu"),
-    (KEY_BINARY, "/boot/kernel"),
-];
-const BOOTED: &str = "URUNC-TESTKERNEL-BOOTED";
 const PAGE: &str = "hello from a unikernel pod\n";
 
 /// `urunc` built by cargo next to this test (target/<profile>/deps/cri-* -> ../urunc).

@@ -18,6 +18,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use oci_image::ImageBuilder;
+use test_harness::bundle::{KEY_BINARY, KEY_HYPERVISOR, KEY_TYPE, TESTKERNEL_KEYS};
+use test_harness::fixtures::{TESTKERNEL_BOOTED as BOOTED, TESTKERNEL_DONE as DONE};
 use test_harness::{
     busybox_image, fixtures, output_text, pids_with_arg, require_root_and_tools, wait_until,
     Containerd,
@@ -29,20 +31,7 @@ const TOOLS: &[&str] = &["containerd", "ctr", "runc", "qemu-system-x86_64"];
 /// The shim's default urunc `--root` parent.
 const STATE_ROOT: &str = "/run/containerd/urunc";
 
-const KEY_TYPE: &str = "com.urunc.unikernel.unikernelType";
-const KEY_HYPERVISOR: &str = "com.urunc.unikernel.hypervisor";
-const KEY_BINARY: &str = "com.urunc.unikernel.binary";
 const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
-
-const BOOTED: &str = "URUNC-TESTKERNEL-BOOTED";
-const DONE: &str = "URUNC-TESTKERNEL-DONE";
-
-/// The test kernel as a unikraft guest on QEMU.
-const TESTKERNEL_KEYS: &[(&str, &str)] = &[
-    (KEY_TYPE, "unikraft"),
-    (KEY_HYPERVISOR, "qemu"),
-    (KEY_BINARY, "/boot/kernel"),
-];
 
 /// `urunc` built by cargo next to this test (target/<profile>/deps/ctr-* -> ../urunc).
 fn urunc_binary() -> PathBuf {

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use oci_image::ImageBuilder;
 use serde_json::Value;
+use test_harness::bundle::{KEY_BINARY, KEY_HYPERVISOR, KEY_TYPE};
 use test_harness::recorder::{self, strs};
 use test_harness::{fixtures, output_text, require_root_and_tools, skip_or_fail, Containerd};
 
@@ -27,9 +28,6 @@ const TOOLS: &[&str] = &["containerd", "ctr", "runc"];
 /// The shim's default urunc `--root` parent.
 const STATE_ROOT: &str = "/run/containerd/urunc";
 
-const KEY_TYPE: &str = "com.urunc.unikernel.unikernelType";
-const KEY_HYPERVISOR: &str = "com.urunc.unikernel.hypervisor";
-const KEY_BINARY: &str = "com.urunc.unikernel.binary";
 const KEY_URUNIT: &str = "com.urunc.urunit";
 
 struct Stack {

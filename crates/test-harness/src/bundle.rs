@@ -51,6 +51,13 @@ pub const KEY_INITRD: &str = "com.urunc.unikernel.initrd";
 pub const KEY_CMDLINE: &str = "com.urunc.unikernel.cmdline";
 pub const KEY_USE_DM_BLOCK: &str = "com.urunc.unikernel.useDMBlock";
 
+/// The annotations of the test kernel (at `/boot/kernel`) as a unikraft guest on QEMU.
+pub const TESTKERNEL_KEYS: &[(&str, &str)] = &[
+    (KEY_TYPE, "unikraft"),
+    (KEY_HYPERVISOR, "qemu"),
+    (KEY_BINARY, "/boot/kernel"),
+];
+
 /// The environment variable urunc reads to choose QEMU's accelerator.
 pub const ACCEL_ENV: &str = "URUNC_QEMU_ACCEL";
 /// The environment variable naming urunc's configuration file.

@@ -8,6 +8,13 @@ use std::path::PathBuf;
 use crate::skip::skip_or_fail;
 
 pub const FIXTURES_ENV: &str = "URUNC_FIXTURES";
+
+/// What the test kernel prints when it starts and when it is done.
+pub const TESTKERNEL_BOOTED: &str = "URUNC-TESTKERNEL-BOOTED";
+pub const TESTKERNEL_DONE: &str = "URUNC-TESTKERNEL-DONE";
+/// What the Linux guest's `/bin/report` prints when it starts and when it is done.
+pub const LINUX_BOOTED: &str = "URUNC-LINUX-GUEST-BOOTED";
+pub const LINUX_DONE: &str = "URUNC-LINUX-GUEST-DONE";
 pub const DEFAULT_FIXTURES: &str = "/var/cache/urunc-fixtures";
 
 pub fn dir() -> PathBuf {

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use oci_image::ImageBuilder;
+use test_harness::bundle::{KEY_BINARY, KEY_HYPERVISOR, KEY_INITRD, KEY_TYPE, TESTKERNEL_KEYS};
+use test_harness::fixtures::{LINUX_BOOTED, LINUX_DONE, TESTKERNEL_BOOTED, TESTKERNEL_DONE};
 use test_harness::{busybox_image, fixtures, output_text, require_root_and_tools, Containerd};
 
 const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
@@ -34,23 +36,6 @@ const TOOLS: &[&str] = &[
 ];
 /// Where containerd's Go runc shim keeps the runtime's state (its `--root`).
 const SHIM_RUNC_ROOT: &str = "/run/containerd/runc";
-
-const KEY_TYPE: &str = "com.urunc.unikernel.unikernelType";
-const KEY_HYPERVISOR: &str = "com.urunc.unikernel.hypervisor";
-const KEY_BINARY: &str = "com.urunc.unikernel.binary";
-const KEY_INITRD: &str = "com.urunc.unikernel.initrd";
-
-const TESTKERNEL_BOOTED: &str = "URUNC-TESTKERNEL-BOOTED";
-const TESTKERNEL_DONE: &str = "URUNC-TESTKERNEL-DONE";
-const LINUX_BOOTED: &str = "URUNC-LINUX-GUEST-BOOTED";
-const LINUX_DONE: &str = "URUNC-LINUX-GUEST-DONE";
-
-/// The test kernel as a unikraft guest on QEMU.
-const TESTKERNEL_KEYS: &[(&str, &str)] = &[
-    (KEY_TYPE, "unikraft"),
-    (KEY_HYPERVISOR, "qemu"),
-    (KEY_BINARY, "/boot/kernel"),
-];
 
 /// What a test needs besides containerd, runc and QEMU.
 #[derive(Clone, Copy)]

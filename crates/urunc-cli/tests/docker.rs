@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use test_harness::fixtures::TESTKERNEL_BOOTED as BOOTED;
 use test_harness::{
     fixtures, output_text, pids_with_arg, require_root_and_tools, Dockerd, Podman, DOCKER, DOCKERD,
     PODMAN_RUN_ULIMITS,
@@ -20,7 +21,6 @@ use test_harness::{
 use urunc_pack::PackOptions;
 
 const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
-const BOOTED: &str = "URUNC-TESTKERNEL-BOOTED";
 const ACCEL: (&str, &str) = ("URUNC_QEMU_ACCEL", "tcg");
 
 /// The test kernel packed as a unikraft guest whose Cmd is `args`, written to `dir`.

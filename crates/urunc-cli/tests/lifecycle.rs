@@ -22,15 +22,14 @@ use serde_json::Value;
 use test_harness::bundle::{
     tree_snapshot, unique_id, wait_for, TestBundle, Urunc, KEY_BINARY, KEY_HYPERVISOR, KEY_TYPE,
 };
+use test_harness::fixtures::{
+    LINUX_BOOTED, LINUX_DONE, TESTKERNEL_BOOTED as BOOTED, TESTKERNEL_DONE as DONE,
+};
 use test_harness::{assert_ok, fixtures, output_text, require_root_and_tools};
 
 const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
 const TOOLS: &[&str] = &["qemu-system-x86_64", "runc"];
 
-const BOOTED: &str = "URUNC-TESTKERNEL-BOOTED";
-const DONE: &str = "URUNC-TESTKERNEL-DONE";
-const LINUX_BOOTED: &str = "URUNC-LINUX-GUEST-BOOTED";
-const LINUX_DONE: &str = "URUNC-LINUX-GUEST-DONE";
 const WAIT: Duration = Duration::from_secs(20);
 
 fn text(bytes: &[u8]) -> String {
