@@ -261,7 +261,11 @@ fn commands_racing_create_are_never_handed_to_runc() {
     let Some(kernel) = fixtures::testkernel_with(TOOLS) else {
         return;
     };
-    let b = TestBundle::waiting_testkernel("create-commands", &kernel);
+    let mut b = TestBundle::waiting_testkernel("create-commands", &kernel);
+    // A create alone takes a few milliseconds, which the racing commands may all miss:
+    // a createRuntime hook that sleeps holds each create open (the container is
+    // "creating" and its lock held) for long enough that some of them land inside it.
+    b.hook("createRuntime", "/bin/sleep", &["sleep", "0.2"], &[]);
     let (runc, calls) = fake_runc(b.dir());
     let urunc = Urunc::new(URUNC).env("URUNC_RUNC", &runc);
     let rounds = 6;
