@@ -102,10 +102,11 @@ fn mount_holding(entries: &[MountEntry], path: &Path) -> Option<MountEntry> {
 }
 
 fn read_mountinfo() -> Result<Vec<MountEntry>> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::Io {
-        context: "read /proc/self/mountinfo".into(),
-        err: e,
-    })?;
+    let text =
+        crate::sys::read_small(Path::new("/proc/self/mountinfo")).map_err(|e| Error::Io {
+            context: "read /proc/self/mountinfo".into(),
+            err: e,
+        })?;
     Ok(parse_mountinfo(&text))
 }
 
