@@ -32,8 +32,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use oci_image::ImageBuilder;
-use serde_json::{json, Value};
+use serde_json::Value;
 use test_harness::bundle::{KEY_BINARY, KEY_HYPERVISOR, KEY_INITRD, KEY_TYPE, TESTKERNEL_KEYS};
+use test_harness::cni;
 use test_harness::cri::{api, container_config, cri_toml, pod_config, Cri};
 use test_harness::fixtures::{NET_MODULES, TESTKERNEL_BOOTED as BOOTED};
 use test_harness::{
@@ -110,22 +111,15 @@ impl CniNet {
             .expect("CNI conf dir");
         let bridge = format!("urcri{}{n}", pid % 100_000);
         let subnet = format!("10.252.{}", (pid * 7 + n) % 250 + 1);
-        let conf = json!({
-            "cniVersion": "0.4.0",
-            "name": format!("urunc-cri-{pid}-{n}"),
-            "plugins": [{
-                "type": "bridge",
-                "bridge": bridge,
-                "isGateway": true,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": format!("{subnet}.0/24")}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": conf_dir.path().join("ipam"),
-                },
-            }],
-        });
+        let conf = cni::bridge_conflist(
+            "0.4.0",
+            &format!("urunc-cri-{pid}-{n}"),
+            cni::bridge_plugin(
+                &bridge,
+                &format!("{subnet}.0/24"),
+                &conf_dir.path().join("ipam"),
+            ),
+        );
         fs::write(
             conf_dir.path().join("10-urunc-cri.conflist"),
             serde_json::to_string_pretty(&conf).unwrap(),

@@ -34,6 +34,7 @@
 
 pub mod bundle;
 mod cleanup;
+pub mod cni;
 mod command;
 mod containerd;
 #[cfg(feature = "cri")]

@@ -707,22 +707,11 @@ impl CniNet {
         let subnet = format!("10.251.{}", pid() % 250 + 1);
         let ipam_dir = std::env::temp_dir().join(format!("urunc-cni-ipam-{}", pid()));
         let _ = fs::remove_dir_all(&ipam_dir);
-        let conf = json!({
-            "cniVersion": "1.0.0",
-            "name": name,
-            "plugins": [{
-                "type": "bridge",
-                "bridge": bridge,
-                "isGateway": true,
-                "ipMasq": false,
-                "ipam": {
-                    "type": "host-local",
-                    "ranges": [[{"subnet": format!("{subnet}.0/24")}]],
-                    "routes": [{"dst": "0.0.0.0/0"}],
-                    "dataDir": ipam_dir,
-                },
-            }],
-        });
+        let conf = test_harness::cni::bridge_conflist(
+            "1.0.0",
+            &name,
+            test_harness::cni::bridge_plugin(&bridge, &format!("{subnet}.0/24"), &ipam_dir),
+        );
         let forward = fs::read_to_string(FORWARD).unwrap_or_else(|_| "0".into());
         fs::write(&conflist, serde_json::to_string_pretty(&conf).unwrap()).expect("conflist");
         CniNet {

@@ -268,21 +268,11 @@ impl Cni {
         let bridge = format!("ursoak{}", pid % 1_000_000);
         let ipam_dir = std::env::temp_dir().join(format!("urunc-soak-ipam-{pid}"));
         let _ = std::fs::remove_dir_all(&ipam_dir);
-        let config = serde_json::json!({
-            "cniVersion": "1.0.0",
-            "name": format!("urunc-soak-{pid}"),
-            "type": "bridge",
-            "bridge": bridge,
-            "isGateway": true,
-            "ipMasq": false,
-            "ipam": {
-                "type": "host-local",
-                "ranges": [[{"subnet": format!("10.252.{}.0/24", pid % 250 + 1)}]],
-                "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": ipam_dir,
-            },
-        })
-        .to_string();
+        let subnet = format!("10.252.{}.0/24", pid % 250 + 1);
+        let mut config = test_harness::cni::bridge_plugin(&bridge, &subnet, &ipam_dir);
+        config["cniVersion"] = "1.0.0".into();
+        config["name"] = format!("urunc-soak-{pid}").into();
+        let config = config.to_string();
         Cni {
             config,
             bridge,
