@@ -19,12 +19,7 @@ pub fn dispatch(cli: &Cli, config: &urunc::config::Config, log: &Logger) -> Resu
         systemd_cgroup: cli.systemd_cgroup,
         config: config.clone(),
     };
-    let name = format!("{:?}", cli.command);
-    let name = name
-        .split([' ', '(', '{'])
-        .next()
-        .unwrap_or("")
-        .to_lowercase();
+    let name = cli.command.name();
     log.timestamp(&format!("{name} begins"));
     let result = dispatch_command(cli, &rt, log);
     log.timestamp(&format!("{name} ends"));

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Text,
     Json,
@@ -37,6 +37,17 @@ impl Logger {
             debug: cli.debug || file.log.level == LogLevel::Debug,
             warn: file.log.level != LogLevel::Error,
             timestamps: file.timestamps.enabled,
+        }
+    }
+
+    /// For a command line that could not be parsed: only what it said about logging.
+    pub fn for_usage_error(path: Option<PathBuf>, format: Option<Format>) -> Logger {
+        Logger {
+            path,
+            format: format.unwrap_or(Format::Text),
+            debug: false,
+            warn: true,
+            timestamps: false,
         }
     }
 

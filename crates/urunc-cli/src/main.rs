@@ -6,10 +6,23 @@ mod commands;
 mod logging;
 mod runc;
 
-use clap::Parser;
-
 fn main() {
-    let cli = cli::Cli::parse();
+    let cli = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(cli::Parsed::Run(cli)) => cli,
+        Ok(cli::Parsed::Help(text)) => {
+            print!("{text}");
+            return;
+        }
+        Ok(cli::Parsed::Version) => {
+            println!("{}", cli::VERSION);
+            return;
+        }
+        Err(e) => {
+            // Usage errors reach the caller's log too (containerd shows its last line).
+            logging::Logger::for_usage_error(e.log, e.log_format).error(&e.msg);
+            std::process::exit(2);
+        }
+    };
     let config = urunc::config::Config::load(cli.config.as_deref());
     let file = config.as_ref().cloned().unwrap_or_default();
     let log = logging::Logger::new(&cli, &file);

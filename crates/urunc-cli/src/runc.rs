@@ -35,8 +35,12 @@ pub fn output(args: &[&str]) -> Option<Vec<u8>> {
 /// is passed on unchanged), else runc's own default.
 fn root(ours: &Path) -> PathBuf {
     let explicit = std::env::args_os().any(|a| {
+        // Either dash form, as the command line accepts (runc's Go flags do too).
         let a = a.as_encoded_bytes();
-        a == b"--root" || a.starts_with(b"--root=")
+        match a.strip_prefix(b"--").or_else(|| a.strip_prefix(b"-")) {
+            Some(name) => name == b"root" || name.starts_with(b"root="),
+            None => false,
+        }
     });
     if explicit {
         return ours.to_path_buf();

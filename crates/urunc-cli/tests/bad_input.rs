@@ -107,6 +107,34 @@ const fn with_container(
 }
 
 const CASES: &[Case] = &[
+    // The command line itself (parsed by hand, see src/cli): the error names the option
+    // or argument and shows the usage line.
+    case(
+        "missing-id",
+        &[
+            "start: missing container id",
+            "usage: urunc start <container-id>",
+        ],
+        |c| c.urunc.cmd(&["start"]),
+    ),
+    case(
+        "unknown-option",
+        &["create: unknown option --bundel"],
+        |c| {
+            let bundle = c.bundle.dir().to_str().unwrap().to_string();
+            c.urunc.cmd(&["create", "--bundel", &bundle, &c.id])
+        },
+    ),
+    case(
+        "option-without-value",
+        &["option --pid-file needs a value"],
+        |c| c.urunc.cmd(&["create", "--pid-file"]),
+    ),
+    case(
+        "bad-log-format",
+        &["--log-format", "expected text or json"],
+        |c| c.urunc.cmd(&["--log-format", "xml", "state", &c.id]),
+    ),
     case("no-config-json", &["config.json", "No such file"], |c| {
         c.bundle.remove_config();
         c.create()
