@@ -26,7 +26,6 @@ use containerd_shim::protos::events::task::{
 };
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::shim::oci::ProcessDetails;
-use containerd_shim::protos::types::mount::Mount;
 use containerd_shim::protos::types::task::ProcessInfo;
 use containerd_shim::{api, ExitSignal, Task, TtrpcContext, TtrpcResult};
 
@@ -34,6 +33,7 @@ use crate::error::{Context, Error, Result};
 use crate::events::{to_any, Events};
 use crate::io::{Prepared, ProcessIo, StdioPaths};
 use crate::options::RuntimeOptions;
+use crate::rootfs::{mount_rootfs, unmount_rootfs};
 use crate::runtime::Urunc;
 use crate::stats;
 
@@ -837,40 +837,6 @@ fn kill_error(e: Error) -> Error {
 fn is_not_exist(msg: &str) -> bool {
     let m = msg.to_lowercase();
     m.contains("does not exist") || m.contains("not found") || m.contains("no such container")
-}
-
-/// Mounts containerd's rootfs mounts onto `bundle/rootfs`; None when there are none
-/// (`ctr run --rootfs`).
-fn mount_rootfs(bundle: &Path, mounts: &[Mount]) -> Result<Option<PathBuf>> {
-    if mounts.is_empty() {
-        return Ok(None);
-    }
-    let target = bundle.join("rootfs");
-    std::fs::create_dir_all(&target).ctx(|| format!("create {}", target.display()))?;
-    for m in mounts {
-        let source = (!m.source.is_empty()).then_some(m.source.as_str());
-        let fstype = (!m.type_.is_empty()).then_some(m.type_.as_str());
-        if let Err(e) = containerd_shim::mount::mount_rootfs(fstype, source, &m.options, &target) {
-            unmount_rootfs(&target);
-            return Err(Error::from(e).context(&format!(
-                "mount {} ({}) on {}",
-                m.source,
-                m.type_,
-                target.display()
-            )));
-        }
-    }
-    Ok(Some(target))
-}
-
-fn unmount_rootfs(target: &Path) {
-    let t = target.to_string_lossy();
-    if let Err(e) = containerd_shim::mount::umount_recursive(Some(&t), 0) {
-        log::warn!("unmount {t}: {e}; detaching");
-        if let Err(e) = containerd_shim::mount::umount_recursive(Some(&t), libc::MNT_DETACH) {
-            log::warn!("detach {t}: {e}");
-        }
-    }
 }
 
 /// Cleans up after a shim that is gone (`containerd-shim-urunc-v2 delete`): the

@@ -49,6 +49,17 @@ impl Runtime {
 
     /// Lets the waiting container process exec its monitor.
     pub fn start(&self, id: &str) -> Result<()> {
+        self.start_impl::<true>(id)
+    }
+
+    /// [`Runtime::start`] with only what the state recorded: a container whose state
+    /// predates recorded hooks gets none run. For the shim, which asks
+    /// [`Runtime::runs_late_hooks`] first; it keeps the bundle parser out of the shim.
+    pub fn start_from_state(&self, id: &str) -> Result<()> {
+        self.start_impl::<false>(id)
+    }
+
+    fn start_impl<const BUNDLE: bool>(&self, id: &str) -> Result<()> {
         crate::timestamps::mark(id, crate::timestamps::Phase::Start);
         let (dir, st, _lock) = self.open_locked(id)?;
         let status = dir.status(&st);
@@ -108,7 +119,7 @@ impl Runtime {
             }
         }
         let _ = std::fs::remove_file(dir.fifo());
-        let poststart = late_hooks(&st, Kind::Poststart);
+        let poststart = late_hooks::<BUNDLE>(&st, Kind::Poststart);
         if !poststart.is_empty() {
             let json = serde_json::to_vec(&dir.oci_state(&st)).expect("state serialises");
             // poststart failures are reported but do not undo the start (OCI spec).
@@ -146,6 +157,15 @@ impl Runtime {
     /// Removes the container. A running container needs `force`, which kills it; a
     /// created one is simply discarded, as with runc.
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        self.delete_impl::<true>(id, force)
+    }
+
+    /// [`Runtime::delete`] with only what the state recorded, as [`Runtime::start_from_state`].
+    pub fn delete_from_state(&self, id: &str, force: bool) -> Result<()> {
+        self.delete_impl::<false>(id, force)
+    }
+
+    fn delete_impl<const BUNDLE: bool>(&self, id: &str, force: bool) -> Result<()> {
         let (dir, st, _lock) = self.open_locked(id)?;
         let status = dir.status(&st);
         if matches!(status, Status::Running | Status::Paused) && !force {
@@ -180,7 +200,7 @@ impl Runtime {
         }
         cgroups::remove(&st.cgroup_dirs);
         let poststop = match st.created_ok {
-            true => late_hooks(&st, Kind::Poststop),
+            true => late_hooks::<BUNDLE>(&st, Kind::Poststop),
             false => vec![],
         };
         if !poststop.is_empty() {
@@ -246,14 +266,29 @@ impl Runtime {
             .filter_map(|id| self.state(&id).ok())
             .collect()
     }
+
+    /// Whether `start` or `delete` of `id` would run hooks (poststart, poststop): a
+    /// caller that reaps every child itself (the shim) must then leave the command to
+    /// the `urunc` binary. True also when the state predates recorded hooks (only the
+    /// bundle can tell), and for an id that cannot be read, so that the binary reports.
+    pub fn runs_late_hooks(&self, id: &str) -> bool {
+        match self.open(id) {
+            Ok((_, st)) => st.late_hooks.as_ref().map_or(true, |h| {
+                !h.poststart.is_empty() || (st.created_ok && !h.poststop.is_empty())
+            }),
+            Err(_) => true,
+        }
+    }
 }
 
-/// The poststart or poststop hooks the container was created with (from the bundle
-/// for a state written before `create` recorded them).
-fn late_hooks(st: &State, kind: Kind) -> Vec<oci_spec::runtime::Hook> {
+/// The hooks `start` (poststart) or `delete` (poststop) runs: recorded at create; in a
+/// state from before that, read from the bundle when `BUNDLE` (a constant, so that the
+/// callers without it link no bundle parser).
+fn late_hooks<const BUNDLE: bool>(st: &State, kind: Kind) -> Vec<oci_spec::runtime::Hook> {
     match (&st.late_hooks, kind) {
         (Some(h), Kind::Poststart) => h.poststart.clone(),
         (Some(h), _) => h.poststop.clone(),
+        (None, _) if !BUNDLE => vec![],
         (None, _) => Bundle::load(&st.bundle)
             .map(|b| hooks::list(&b.spec, kind))
             .unwrap_or_default(),

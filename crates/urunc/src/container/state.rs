@@ -551,6 +551,39 @@ mod tests {
     }
 
     #[test]
+    fn late_hooks_are_known_from_the_state() {
+        let root = tempfile::tempdir().unwrap();
+        let rt = crate::container::Runtime::new(root.path());
+        let hook: oci_spec::runtime::Hook =
+            serde_json::from_str(r#"{"path": "/bin/true"}"#).unwrap();
+        let mut st = state(1, 2, true);
+        st.late_hooks = Some(LateHooks::default());
+        StateDir::reserve(root.path(), "none", &st).unwrap();
+        st.late_hooks = Some(LateHooks {
+            poststop: vec![hook.clone()],
+            ..Default::default()
+        });
+        StateDir::reserve(root.path(), "stop", &st).unwrap();
+        // A create that failed runs no poststop hooks.
+        st.created_ok = false;
+        StateDir::reserve(root.path(), "failed", &st).unwrap();
+        st.late_hooks = Some(LateHooks {
+            poststart: vec![hook],
+            ..Default::default()
+        });
+        StateDir::reserve(root.path(), "start", &st).unwrap();
+        assert!(!rt.runs_late_hooks("none"));
+        assert!(rt.runs_late_hooks("stop"));
+        assert!(!rt.runs_late_hooks("failed"));
+        assert!(rt.runs_late_hooks("start"));
+        assert!(rt.runs_late_hooks("missing"), "unknown ids go the long way");
+        // A state from before hooks were recorded: only the bundle knows.
+        st.late_hooks = None;
+        StateDir::reserve(root.path(), "old", &st).unwrap();
+        assert!(rt.runs_late_hooks("old"));
+    }
+
+    #[test]
     fn ids_are_validated() {
         for bad in ["", "..", "a/b", "a b", "x\n"] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
