@@ -3,8 +3,8 @@
 //!
 //! Parsed by hand rather than with an argument-parsing crate: every container start
 //! runs urunc three times, and building a derive-generated command tree cost about a
-//! quarter of a millisecond per run (half of it page faults), a third of what urunc's
-//! own work takes in a `create`. The rules are runc's (Go flag style): long options
+//! quarter of a millisecond per run (half of it page faults), a fifth of a whole
+//! `urunc start`. The rules are runc's (Go flag style): long options
 //! take one or two dashes (`--root X`, `-root=X`), a value-taking option consumes the
 //! next argument whatever it looks like, booleans accept `=true`/`=false`, `--` ends
 //! the options. As before, global options are also accepted after the subcommand.
