@@ -494,10 +494,13 @@ p2_ctr() { # IMAGE MARKER
 	tail -n 20 "$W/p2/out" >&2
 	return 1
 }
+# The bare side runs under the same `timeout` guard as every ctr call (pc_ctr), so the
+# guard's own process start (about a millisecond) is on both sides of each pair.
 p2_bare() { # MARKER ARGV...
 	local marker=$1
 	shift
-	"$@" </dev/null >"$W/p2/out" 2>&1 && grep -q "$marker" "$W/p2/out" && return 0
+	timeout "${PC_CTR_TIMEOUT:-120}" "$@" </dev/null >"$W/p2/out" 2>&1 &&
+		grep -q "$marker" "$W/p2/out" && return 0
 	echo "bare $*:" >&2
 	tail -n 20 "$W/p2/out" >&2
 	return 1
@@ -521,7 +524,7 @@ p2_floor_ctr() {
 	tail -n 20 "$W/p2/out" >&2
 	return 1
 }
-p2_floor_bare() { "$W/p1/runc/rootfs/bin/true" </dev/null >/dev/null 2>&1; }
+p2_floor_bare() { timeout "${PC_CTR_TIMEOUT:-120}" "$W/p1/runc/rootfs/bin/true" </dev/null >/dev/null 2>&1; }
 
 p2_tk_ctr() { p2_ctr urunc.local/bench/testkernel:latest URUNC-TESTKERNEL-DONE; }
 p2_tk_base() { PC_URUNC=$BASELINE p2_tk_ctr; }
