@@ -4,6 +4,8 @@
 //! `urunc` binary: unikernel containers run as VMs, ordinary containers are handed on
 //! to runc by urunc itself and behave as under `io.containerd.runc.v2`.
 
+#![cfg_attr(not(test), no_main)]
+
 mod error;
 mod events;
 mod io;
@@ -16,7 +18,22 @@ mod stats;
 
 pub const RUNTIME_ID: &str = "io.containerd.urunc.v2";
 
-fn main() {
+/// The C entry point, in place of std's start-up (see `urunc::sys::entry`).
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    urunc::sys::entry::prepare();
+    run();
+    // Not a return: `exit` flushes stdout, where `start` writes the address containerd
+    // reads (without a newline, so it is still buffered).
+    std::process::exit(0)
+}
+
+#[cfg_attr(test, allow(dead_code))]
+fn run() {
     // The crate parses -v/-version but does not act on it (and wants a namespace first).
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args

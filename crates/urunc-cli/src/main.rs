@@ -1,21 +1,36 @@
 //! `urunc`: the runc-compatible CLI. Parsing and output live here; everything a
 //! container does lives in the `urunc` library.
 
+#![cfg_attr(not(test), no_main)]
+
 mod cli;
 mod commands;
 mod logging;
 mod runc;
 
-fn main() {
+/// The C entry point, in place of std's start-up (see `urunc::sys::entry`).
+#[cfg(not(test))]
+#[no_mangle]
+pub extern "C" fn main(
+    _argc: std::ffi::c_int,
+    _argv: *const *const std::ffi::c_char,
+) -> std::ffi::c_int {
+    urunc::sys::entry::prepare();
+    run()
+}
+
+/// Never returns: every path ends in `std::process::exit`, which also flushes stdout.
+#[cfg_attr(test, allow(dead_code))]
+fn run() -> ! {
     let cli = match cli::parse(std::env::args_os().skip(1)) {
         Ok(cli::Parsed::Run(cli)) => cli,
         Ok(cli::Parsed::Help(text)) => {
             print!("{text}");
-            return;
+            std::process::exit(0);
         }
         Ok(cli::Parsed::Version) => {
             println!("{}", cli::VERSION);
-            return;
+            std::process::exit(0);
         }
         Err(e) => {
             // Usage errors reach the caller's log too (containerd shows its last line).

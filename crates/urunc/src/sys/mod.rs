@@ -4,6 +4,7 @@
 pub mod capabilities;
 pub mod cgroups;
 pub mod console;
+pub mod entry;
 pub mod namespaces;
 pub mod process;
 pub mod seccomp;

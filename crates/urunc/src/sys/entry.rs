@@ -1,0 +1,54 @@
+//! What urunc's executables do first, in place of Rust's standard start-up.
+//!
+//! `urunc` runs three times per container start and the shim three times per `ctr run`
+//! (start, server, cleanup). Rust's `main` start-up reads `/proc/self/maps` to place
+//! a stack guard and maps an alternate signal stack for its stack-overflow message:
+//! 70 to 80 µs of each run on this project's machines, about a seventh of a static
+//! executable's whole start. The binaries therefore define the C `main` themselves
+//! (`#![no_main]`) and call [`prepare`], which keeps the two parts of std's start-up
+//! that matter: SIGPIPE ignored, and descriptors 0 to 2 open.
+
+/// Ignores SIGPIPE (a write to a closed pipe fails with EPIPE instead of killing the
+/// process, as under std's `main`) and opens `/dev/null` on any of descriptors 0 to 2
+/// that the caller left closed, so that no file urunc opens becomes a standard stream.
+pub fn prepare() {
+    // SAFETY: setting a signal to be ignored installs no handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    for fd in 0..3 {
+        // SAFETY: F_GETFD only asks whether the descriptor is open.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+            // Lands on the lowest free descriptor: this one. Left open for good.
+            // SAFETY: a constant NUL-terminated path.
+            let opened = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+            if opened != fd {
+                // Without a /dev/null there is nothing sane to run with.
+                std::process::abort();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn closed_standard_descriptors_are_reopened() {
+        // In a child, so the test process's own stdin stays as it is.
+        // SAFETY: the child only makes system calls and exits.
+        match unsafe { libc::fork() } {
+            0 => {
+                unsafe { libc::close(0) };
+                super::prepare();
+                let ok = unsafe { libc::fcntl(0, libc::F_GETFD) } != -1
+                    && unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) } == libc::SIG_IGN;
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            pid => {
+                let mut status = 0;
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0);
+            }
+        }
+    }
+}
