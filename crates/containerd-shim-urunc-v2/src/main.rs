@@ -18,22 +18,11 @@ mod stats;
 
 pub const RUNTIME_ID: &str = "io.containerd.urunc.v2";
 
-/// The C entry point, in place of std's start-up (see `urunc::sys::entry`).
-#[cfg(not(test))]
-#[no_mangle]
-pub extern "C" fn main(
-    _argc: std::ffi::c_int,
-    _argv: *const *const std::ffi::c_char,
-) -> std::ffi::c_int {
-    urunc::sys::entry::prepare();
-    run();
-    // Not a return: `exit` flushes stdout, where `start` writes the address containerd
-    // reads (without a newline, so it is still buffered).
-    std::process::exit(0)
-}
+// `start` writes the address containerd reads to stdout without a newline: the
+// `exit` that `c_main!` ends with flushes it.
+urunc::c_main!(run);
 
-#[cfg_attr(test, allow(dead_code))]
-fn run() {
+fn run() -> i32 {
     // The crate parses -v/-version but does not act on it (and wants a namespace first).
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args
@@ -43,7 +32,7 @@ fn run() {
         println!("containerd-shim-urunc-v2:");
         println!("  Version:  {}", env!("CARGO_PKG_VERSION"));
         println!("  Runtime:  {RUNTIME_ID}");
-        return;
+        return 0;
     }
     // One malloc arena for all threads. The ttrpc server runs requests on many short
     // threads; with glibc's default of an arena per thread (up to 8 per CPU) each kept
@@ -55,4 +44,5 @@ fn run() {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
     containerd_shim::run::<shim::UruncShim>(RUNTIME_ID, None);
+    0
 }

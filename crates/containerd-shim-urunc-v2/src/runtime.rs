@@ -134,13 +134,14 @@ impl Urunc {
     /// that runs no hooks: done in this process, it saves starting `urunc` (about a
     /// millisecond each, on the path of every `ctr run` and pod start). Hooks are
     /// processes, whose exits the shim's reaper would take from the library, so with
-    /// hooks (and for containers urunc hands to runc) the binary runs the command.
+    /// hooks, and for containers urunc hands to runc (no urunc state, which
+    /// `runs_late_hooks` also answers true for), the binary runs the command.
     fn library(&self, id: &str) -> Option<urunc::container::Runtime> {
         let rt = urunc::container::Runtime {
             systemd_cgroup: self.systemd_cgroup,
             ..urunc::container::Runtime::new(&self.root)
         };
-        (rt.owns(id) && !rt.runs_late_hooks(id)).then_some(rt)
+        (!rt.runs_late_hooks(id)).then_some(rt)
     }
 
     pub fn start(&self, id: &str) -> Result<()> {

@@ -8,34 +8,24 @@ mod commands;
 mod logging;
 mod runc;
 
-/// The C entry point, in place of std's start-up (see `urunc::sys::entry`).
-#[cfg(not(test))]
-#[no_mangle]
-pub extern "C" fn main(
-    _argc: std::ffi::c_int,
-    _argv: *const *const std::ffi::c_char,
-) -> std::ffi::c_int {
-    urunc::sys::entry::prepare();
-    run()
-}
+urunc::c_main!(run);
 
-/// Never returns: every path ends in `std::process::exit`, which also flushes stdout.
-#[cfg_attr(test, allow(dead_code))]
-fn run() -> ! {
+/// The command line's work; returns the exit status.
+fn run() -> i32 {
     let cli = match cli::parse(std::env::args_os().skip(1)) {
         Ok(cli::Parsed::Run(cli)) => cli,
         Ok(cli::Parsed::Help(text)) => {
             print!("{text}");
-            std::process::exit(0);
+            return 0;
         }
         Ok(cli::Parsed::Version) => {
             println!("{}", cli::VERSION);
-            std::process::exit(0);
+            return 0;
         }
         Err(e) => {
             // Usage errors reach the caller's log too (containerd shows its last line).
             logging::Logger::for_usage_error(e.log, e.log_format).error(&e.msg);
-            std::process::exit(2);
+            return 2;
         }
     };
     let config = urunc::config::Config::load(cli.config.as_deref());
@@ -56,7 +46,7 @@ fn run() -> ! {
         }
         Err(e) => {
             log.error(&e.to_string());
-            std::process::exit(1);
+            return 1;
         }
     };
     urunc::timestamps::init(&config.timestamps);
@@ -67,5 +57,5 @@ fn run() -> ! {
             1
         }
     };
-    std::process::exit(code);
+    code
 }
