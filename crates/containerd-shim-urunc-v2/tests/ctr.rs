@@ -629,7 +629,24 @@ impl EventWatch {
                     .push_str(&String::from_utf8_lossy(&buf[..n]));
             }
         });
-        EventWatch { child, text }
+        let watch = EventWatch { child, text };
+        // `ctr events` subscribes some milliseconds after it starts; an event published
+        // before then is never printed (containerd's cleanup after a killed shim can be
+        // that quick). Label the namespace until the watch reports the update.
+        let ns = containerd.namespace();
+        let mut n = 0;
+        wait_until("ctr events to subscribe", Duration::from_secs(15), || {
+            n += 1;
+            let label = format!("urunc.test/events-ready={n}");
+            containerd.ctr_ok(&["namespaces", "label", ns, &label]);
+            thread::sleep(Duration::from_millis(50));
+            watch
+                .text
+                .lock()
+                .unwrap()
+                .contains("urunc.test/events-ready")
+        });
+        watch
     }
 
     /// Waits for a line with all of `parts`.
