@@ -1,7 +1,7 @@
 //! `containerd-shim-urunc-v2`: containerd's runtime `io.containerd.urunc.v2`.
 //!
-//! A shim v2 on the `containerd-shim` crate (synchronous flavour) that drives the
-//! `urunc` binary: unikernel containers run as VMs, ordinary containers are handed on
+//! A shim v2 on the `containerd-shim` crate's protocol types and helpers (synchronous
+//! flavour; the start-up is its own, see [`shim`]) that drives the `urunc` binary: unikernel containers run as VMs, ordinary containers are handed on
 //! to runc by urunc itself and behave as under `io.containerd.runc.v2`.
 
 #![cfg_attr(not(test), no_main)]
@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod io;
 mod options;
+mod reaper;
 mod rootfs;
 mod runtime;
 mod service;
@@ -23,7 +24,7 @@ pub const RUNTIME_ID: &str = "io.containerd.urunc.v2";
 urunc::c_main!(run);
 
 fn run() -> i32 {
-    // The crate parses -v/-version but does not act on it (and wants a namespace first).
+    // -v/-version answers without a namespace (the crate's parser only records it).
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args
         .iter()
@@ -43,6 +44,5 @@ fn run() -> i32 {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    containerd_shim::run::<shim::UruncShim>(RUNTIME_ID, None);
-    0
+    shim::main(&args)
 }
