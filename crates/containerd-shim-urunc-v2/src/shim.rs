@@ -18,6 +18,7 @@ use std::os::fd::IntoRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use containerd_shim::protos::create_task;
 use containerd_shim::protos::protobuf::Message;
@@ -36,6 +37,9 @@ pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
 /// containerd's ttrpc address, in the environment it gives shims.
 const TTRPC_ADDRESS: &str = "TTRPC_ADDRESS";
+
+/// How long an exiting shim waits for its last events to be delivered.
+const EVENTS_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -199,7 +203,7 @@ fn serve(flags: &Flags, listener: UnixListener, path: &Path) -> Result<()> {
     let exit = Arc::new(ExitSignal::default());
     let events = Events::start(ttrpc, flags.namespace.clone());
     let service: Box<dyn Task + Send + Sync> =
-        Box::new(Service::new(&flags.namespace, exit.clone(), events));
+        Box::new(Service::new(&flags.namespace, exit.clone(), events.clone()));
     let mut server = Server::new()
         .add_listener(listener.into_raw_fd())
         .map_err(|e| format!("serve {}: {e}", path.display()))?
@@ -209,6 +213,8 @@ fn serve(flags: &Flags, listener: UnixListener, path: &Path) -> Result<()> {
         .map_err(|e| format!("serve {}: {e}", path.display()))?;
     exit.wait();
     log::info!("shutting down");
+    // The last events (TaskDelete, TaskExit) reach containerd before the shim is gone.
+    events.flush(EVENTS_FLUSH_TIMEOUT);
     server.shutdown();
     let _ = std::fs::remove_file(path);
     Ok(())
