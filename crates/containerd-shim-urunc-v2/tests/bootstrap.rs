@@ -1,7 +1,8 @@
 //! The shim's own start-up, driven as containerd drives it but without containerd:
 //! `start` prints an address whose server is a forked child, a second `start` for the
-//! same group hands out the same server, Shutdown ends it and removes its socket, and
-//! a bad command line is one error line and a non-zero exit. The first needs root (the
+//! same group hands out the same server, Shutdown ends it and removes its socket, the
+//! `-socket` serve mode does the same for the socket it is given, and a bad command
+//! line is one error line and a non-zero exit. The first needs root (the
 //! socket is named by a hash under /run/containerd/s) and skips otherwise.
 
 use std::path::Path;
@@ -131,6 +132,65 @@ fn start_forks_a_server_that_a_second_start_reuses_and_shutdown_ends() {
         "the shim server {server} is still running after Shutdown"
     );
     assert!(!Path::new(&socket).exists(), "{socket} is left behind");
+}
+
+#[test]
+fn serve_mode_serves_the_given_socket_until_shutdown() {
+    // How the crate and containerd's Go shims start their server: the binary again,
+    // without an action, with -socket.
+    let (dir, _log) = bundle();
+    let socket = dir.path().join("shim.sock");
+    let address = format!("unix://{}", socket.display());
+    let mut server = Command::new(SHIM)
+        .args([
+            "-namespace",
+            "urunc-test",
+            "-id",
+            "serve",
+            "-socket",
+            &address,
+        ])
+        .current_dir(dir.path())
+        .env("TTRPC_ADDRESS", dir.path().join("containerd.sock.ttrpc"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the shim");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let client = loop {
+        if let Ok(c) = Client::connect(&address) {
+            break TaskClient::new(c);
+        }
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            panic!(
+                "the shim never listened on {address}: {:?}",
+                server.wait_with_output()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(shim_pid(&client), server.id());
+    let _ = client.shutdown(
+        context::with_timeout(5_000_000_000),
+        &ShutdownRequest::new(),
+    );
+    drop(client);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            let _ = server.wait();
+            panic!("the shim is still running after Shutdown");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!socket.exists(), "{} is left behind", socket.display());
 }
 
 #[test]
