@@ -25,6 +25,8 @@ use test_harness::{assert_ok, fixtures, recorder, require_root_and_tools, skip_o
 const URUNC: &str = env!("CARGO_BIN_EXE_urunc");
 const PROBE: &str = "urunc-confine-probe";
 const WAIT: Duration = Duration::from_secs(30);
+/// For the probe that walks its root for the host's binaries.
+const WALK_WAIT: Duration = Duration::from_secs(120);
 const MIB: u64 = 1 << 20;
 
 /// The memory cgroup directory of process `pid` (v1 `memory` hierarchy, else v2).
@@ -239,8 +241,14 @@ fn a_monitor_cannot_replace_host_binaries() {
     let id = unique_id("conf-exe");
     assert_ok(&urunc.create(&b, &id), "create");
     assert_ok(&urunc.start(&id), "start");
-    assert!(urunc.wait_status(&id, "stopped", WAIT));
+    // The probe walks its whole root (all of /usr): seconds on a warm machine, tens of
+    // seconds where the page cache is cold and other tests read the disk too.
+    let stopped = urunc.wait_status(&id, "stopped", WALK_WAIT);
     let console = urunc.console(&id);
+    assert!(
+        stopped,
+        "the probe did not finish its walk; console:\n{console}"
+    );
     assert_ok(&urunc.delete(&id), "delete");
     urunc.assert_clean(&b, &id);
     let rep = report(&console).unwrap_or_else(|| panic!("no probe report in:\n{console}"));

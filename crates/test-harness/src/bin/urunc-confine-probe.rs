@@ -44,8 +44,10 @@ fn read_only_mount(path: &Path) -> Option<bool> {
     Some(st.f_flag & libc::ST_RDONLY != 0)
 }
 
-/// Files under `dir` (not crossing into /proc or /sys) whose (dev, ino) is `want`.
-fn find(dir: &Path, want: (u64, u64), depth: usize, out: &mut Vec<String>) {
+/// Files under `dir` (not crossing into /proc or /sys) whose (dev, ino) is one of
+/// `wanted`, added to that one's list. One walk for all: on a machine whose page
+/// cache is cold (a fresh CI machine) a walk of /usr alone takes seconds.
+fn find(dir: &Path, wanted: &mut [((u64, u64), Vec<String>)], depth: usize) {
     if depth > 12 {
         return;
     }
@@ -61,9 +63,9 @@ fn find(dir: &Path, want: (u64, u64), depth: usize, out: &mut Vec<String>) {
             continue;
         };
         if m.is_dir() {
-            find(&p, want, depth + 1, out);
-        } else if (m.dev(), m.ino()) == want {
-            out.push(p.display().to_string());
+            find(&p, wanted, depth + 1);
+        } else if let Some((_, hits)) = wanted.iter_mut().find(|(w, _)| *w == (m.dev(), m.ino())) {
+            hits.push(p.display().to_string());
         }
     }
 }
@@ -99,7 +101,8 @@ fn main() {
         Err(e) => format!("open read-only: {e}"),
     };
     writes.insert("/proc/self/fd/<exe>".to_string(), reopened);
-    let mut found: BTreeMap<String, Value> = BTreeMap::new();
+    let mut wanted: Vec<((u64, u64), Vec<String>)> = Vec::new();
+    let mut names = Vec::new();
     let mut hog_mib = None;
     for line in script.lines() {
         let mut words = line.split_whitespace();
@@ -109,25 +112,33 @@ fn main() {
             }
             (Some("find"), Some(id)) => {
                 let mut it = id.split(':').map(|n| n.parse::<u64>().unwrap_or(0));
-                let want = (it.next().unwrap_or(0), it.next().unwrap_or(0));
-                let mut hits = Vec::new();
-                find(Path::new("/"), want, 0, &mut hits);
-                let tried: BTreeMap<String, Value> = hits
-                    .iter()
-                    .map(|h| {
-                        let p = Path::new(h);
-                        (
-                            h.clone(),
-                            json!({"write": try_write(p), "read_only_mount": read_only_mount(p)}),
-                        )
-                    })
-                    .collect();
-                found.insert(id.to_string(), json!(tried));
+                wanted.push(((it.next().unwrap_or(0), it.next().unwrap_or(0)), Vec::new()));
+                names.push(id.to_string());
             }
             (Some("hog"), Some(n)) => hog_mib = n.parse::<usize>().ok(),
             _ => {}
         }
     }
+    if !wanted.is_empty() {
+        find(Path::new("/"), &mut wanted, 0);
+    }
+    let found: BTreeMap<String, Value> = names
+        .into_iter()
+        .zip(wanted)
+        .map(|(id, (_, hits))| {
+            let tried: BTreeMap<String, Value> = hits
+                .iter()
+                .map(|h| {
+                    let p = Path::new(h);
+                    (
+                        h.clone(),
+                        json!({"write": try_write(p), "read_only_mount": read_only_mount(p)}),
+                    )
+                })
+                .collect();
+            (id, json!(tried))
+        })
+        .collect();
     let root: Vec<String> = std::fs::read_dir("/")
         .map(|rd| {
             let mut v: Vec<String> = rd
