@@ -11,7 +11,7 @@
 
 use containerd_shim::monitor::monitor_notify_by_pid;
 use nix::errno::Errno;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
@@ -26,6 +26,11 @@ fn signals() -> SigSet {
 /// Blocks the signals the reaper takes, in the calling thread and so in every thread
 /// it makes from now on. Call it while the process has one thread.
 pub fn block_signals() -> std::io::Result<()> {
+    // An ignored SIGCHLD (inheritable through exec) would have the kernel reap the
+    // children itself: their exits would never reach the monitor.
+    // SAFETY: SIG_DFL installs no handler.
+    unsafe { nix::sys::signal::signal(Signal::SIGCHLD, SigHandler::SigDfl) }
+        .map_err(std::io::Error::from)?;
     nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&signals()), None)
         .map_err(std::io::Error::from)
 }

@@ -114,7 +114,9 @@ fn start(flags: &Flags) -> Result<()> {
             let status = match detach().and_then(|()| serve(flags, listener, &path)) {
                 Ok(()) => 0,
                 Err(e) => {
+                    // containerd then finds nothing listening at the address it got.
                     log::error!("shim: {e}");
+                    let _ = std::fs::remove_file(&path);
                     1
                 }
             };

@@ -194,6 +194,50 @@ fn serve_mode_serves_the_given_socket_until_shutdown() {
 }
 
 #[test]
+fn delete_sees_its_children_exit_even_when_sigchld_was_ignored() {
+    // An ignored SIGCHLD survives exec; the shim must undo it, or the kernel reaps its
+    // children and it waits for their exit forever. `delete` runs urunc when urunc
+    // still has state for the container: here a stand-in that records its arguments.
+    let (dir, _log) = bundle();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("gone")).unwrap();
+    let called = dir.path().join("called");
+    let fake = dir.path().join("fake-urunc");
+    std::fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$@\" > {}\n", called.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let options = serde_json::json!({"binary_name": fake, "root": root});
+    std::fs::write(dir.path().join("urunc-shim.json"), options.to_string()).unwrap();
+    // bash leaves SIGCHLD ignored across exec after `trap '' CHLD` (dash does not).
+    let mut child = Command::new("bash")
+        .args(["-c", "trap '' CHLD; exec \"$0\" \"$@\"", SHIM])
+        .args(["-namespace", "urunc-test", "-id", "gone", "delete"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the shim");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("delete never saw urunc exit");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let args = std::fs::read_to_string(&called).expect("urunc was run");
+    assert!(args.contains("delete --force gone"), "{args}");
+}
+
+#[test]
 fn a_bad_command_line_is_one_error_line() {
     let (dir, _log) = bundle();
     for (args, expected) in [
