@@ -64,9 +64,11 @@ pub fn main(args: &[String]) -> i32 {
                 "delete" => delete(&flags),
                 "" if !flags.socket.is_empty() => {
                     let path = socket_path(&flags.socket).to_path_buf();
-                    let listener = UnixListener::bind(&path)
-                        .map_err(|e| format!("bind {}: {e}", path.display()))?;
-                    serve(&flags, listener, &path)
+                    match listen(&path)? {
+                        Some(listener) => serve(&flags, listener, &path),
+                        // A live shim serves it already: nothing to do.
+                        None => Ok(()),
+                    }
                 }
                 "" => Err("-socket is required to serve".into()),
                 other => Err(format!(
