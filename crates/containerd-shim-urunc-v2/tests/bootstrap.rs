@@ -1,9 +1,10 @@
 //! The shim's own start-up, driven as containerd drives it but without containerd:
 //! `start` prints an address whose server is a forked child, a second `start` for the
 //! same group hands out the same server, Shutdown ends it and removes its socket, the
-//! `-socket` serve mode does the same for the socket it is given, and a bad command
-//! line is one error line and a non-zero exit. The first needs root (the
-//! socket is named by a hash under /run/containerd/s) and skips otherwise.
+//! `-socket` serve mode does the same for the socket it is given, `delete` collects the
+//! exit of the urunc it runs even when SIGCHLD was left ignored, and a bad command line
+//! is one error line and a non-zero exit. The `start` test needs root (the socket is
+//! named by a hash under /run/containerd/s) and skips otherwise.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
