@@ -7,7 +7,7 @@
 //! named by a hash under /run/containerd/s) and skips otherwise.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use containerd_shim::protos::shim::shim::{ConnectRequest, ShutdownRequest};
@@ -53,6 +53,20 @@ fn running(pid: u32) -> bool {
                 .starts_with('Z')
         })
         .unwrap_or(false)
+}
+
+/// Whether `child` exits within `limit`; killed (and reaped) if not.
+fn exits_within(child: &mut Child, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
 }
 
 fn connect(address: &str) -> TaskClient {
@@ -178,19 +192,11 @@ fn serve_mode_serves_the_given_socket_until_shutdown() {
         &ShutdownRequest::new(),
     );
     drop(client);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = server.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = server.kill();
-            let _ = server.wait();
-            panic!("the shim is still running after Shutdown");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    assert!(status.success(), "{status:?}");
+    assert!(
+        exits_within(&mut server, Duration::from_secs(10)),
+        "the shim is still running after Shutdown"
+    );
+    assert!(server.wait().unwrap().success());
     assert!(!socket.exists(), "{} is left behind", socket.display());
 }
 
@@ -223,15 +229,10 @@ fn delete_sees_its_children_exit_even_when_sigchld_was_ignored() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run the shim");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("delete never saw urunc exit");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert!(
+        exits_within(&mut child, Duration::from_secs(20)),
+        "delete never saw urunc exit"
+    );
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let args = std::fs::read_to_string(&called).expect("urunc was run");
