@@ -235,12 +235,34 @@ fn delete(flags: &Flags) -> Result<()> {
         .and_then(|()| reaper::start())
         .map_err(|e| format!("start the reaper: {e}"))?;
     let response = cleanup_after_shim(&flags.namespace, &flags.id, &bundle).map_err(|e| e.msg)?;
+    remove_dead_socket(&bundle);
     let mut out = std::io::stdout().lock();
     response
         .write_to_writer(&mut out)
         .map_err(|e| format!("write the delete response: {e}"))?;
     out.flush()
         .map_err(|e| format!("write the delete response: {e}"))
+}
+
+/// The socket of a shim that died without its shutdown (killed, OOM) stays behind in
+/// /run/containerd/s; containerd runs `delete` after such a death. It goes when nothing
+/// listens on it any more: a pod's shim that still serves other containers keeps it.
+fn remove_dead_socket(bundle: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let path = socket_path(address.trim());
+    let is_socket = std::fs::symlink_metadata(path)
+        .map(|m| m.file_type().is_socket())
+        .unwrap_or(false);
+    let refused = matches!(
+        UnixStream::connect(path),
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused
+    );
+    if is_socket && refused {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 #[cfg(test)]
@@ -267,5 +289,23 @@ mod tests {
         assert!(path.exists());
         let second = listen(&path).unwrap();
         assert!(second.is_some(), "a dead socket is replaced");
+    }
+
+    #[test]
+    fn delete_removes_a_dead_shims_socket_and_keeps_a_live_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path();
+        let path = bundle.join("shim.sock");
+        std::fs::write(bundle.join("address"), format!("unix://{}", path.display())).unwrap();
+        let live = UnixListener::bind(&path).unwrap();
+        remove_dead_socket(bundle);
+        assert!(path.exists(), "a shim still listens on it");
+        drop(live);
+        remove_dead_socket(bundle);
+        assert!(!path.exists(), "nobody listens: it goes");
+        // Not a socket: left alone whatever the address file says.
+        std::fs::write(&path, "x").unwrap();
+        remove_dead_socket(bundle);
+        assert!(path.exists());
     }
 }

@@ -758,6 +758,13 @@ fn killed_shim_means_an_exited_task() {
     let (vm, _) = task_row(&containerd, &id).unwrap();
     let shims = our_shims(&containerd);
     assert_eq!(shims.len(), 1, "{shims:?}");
+    let address = containerd_shim::socket_address(
+        &containerd.address().display().to_string(),
+        containerd.namespace(),
+        &id,
+    );
+    let socket = PathBuf::from(address.strip_prefix("unix://").unwrap());
+    assert!(socket.exists(), "{} not found", socket.display());
     let events = EventWatch::start(&containerd);
     // SAFETY: kill(2) on the pid of the shim this test started through containerd.
     assert_eq!(unsafe { libc::kill(shims[0], libc::SIGKILL) }, 0);
@@ -771,6 +778,12 @@ fn killed_shim_means_an_exited_task() {
         None => {}
         Some((_, status)) => assert_eq!(status, "STOPPED"),
     }
+    // The dead shim's socket file goes too (containerd's cleanup run of `delete`).
+    wait_until(
+        "the dead shim's socket to be removed",
+        Duration::from_secs(10),
+        || !socket.exists(),
+    );
     let _ = containerd.ctr(&["tasks", "delete", &id]);
     containerd.ctr_ok(&["containers", "rm", &id]);
     assert_nothing_left(&containerd, &id);
