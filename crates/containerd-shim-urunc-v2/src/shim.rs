@@ -64,8 +64,9 @@ pub fn main(args: &[String]) -> i32 {
                 "delete" => delete(&flags),
                 "" if !flags.socket.is_empty() => {
                     let path = socket_path(&flags.socket).to_path_buf();
+                    let ttrpc = ttrpc_address()?;
                     match listen(&path)? {
-                        Some(listener) => serve(&flags, listener, &path),
+                        Some(listener) => serve(&flags, &ttrpc, listener, &path),
                         // A live shim serves it already: nothing to do.
                         None => Ok(()),
                     }
@@ -94,7 +95,8 @@ fn ttrpc_address() -> Result<String> {
 }
 
 fn start(flags: &Flags) -> Result<()> {
-    ttrpc_address()?;
+    // Read before the fork, so that a shim without it fails where containerd sees it.
+    let ttrpc = ttrpc_address()?;
     // containerd runs `start` in the bundle directory.
     let spec: Option<serde_json::Value> = std::fs::read("config.json")
         .ok()
@@ -113,7 +115,7 @@ fn start(flags: &Flags) -> Result<()> {
             std::io::Error::last_os_error()
         )),
         0 => {
-            let status = match detach().and_then(|()| serve(flags, listener, &path)) {
+            let status = match detach().and_then(|()| serve(flags, &ttrpc, listener, &path)) {
                 Ok(()) => 0,
                 Err(e) => {
                     // containerd then finds nothing listening at the address it got.
@@ -196,16 +198,15 @@ fn detach() -> Result<()> {
 }
 
 /// Serves the task API on `listener` until containerd's Shutdown, then removes the
-/// socket.
-fn serve(flags: &Flags, listener: UnixListener, path: &Path) -> Result<()> {
-    let ttrpc = ttrpc_address()?;
+/// socket; events go to containerd's ttrpc address `ttrpc`.
+fn serve(flags: &Flags, ttrpc: &str, listener: UnixListener, path: &Path) -> Result<()> {
     reaper::block_signals().map_err(|e| format!("block signals: {e}"))?;
     // The shim's log goes to the `log` FIFO containerd reads in the bundle directory.
     containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id)
         .map_err(|e| format!("open the shim log: {e}"))?;
     reaper::start().map_err(|e| format!("start the reaper: {e}"))?;
     let exit = Arc::new(ExitSignal::default());
-    let events = Events::start(ttrpc, flags.namespace.clone());
+    let events = Events::start(ttrpc.to_string(), flags.namespace.clone());
     let service: Box<dyn Task + Send + Sync> =
         Box::new(Service::new(&flags.namespace, exit.clone(), events.clone()));
     let mut server = Server::new()
