@@ -1,8 +1,9 @@
 //! `containerd-shim-urunc-v2`: containerd's runtime `io.containerd.urunc.v2`.
 //!
 //! A shim v2 on the `containerd-shim` crate's protocol types and helpers (synchronous
-//! flavour; the start-up is its own, see [`shim`]) that drives the `urunc` binary: unikernel containers run as VMs, ordinary containers are handed on
-//! to runc by urunc itself and behave as under `io.containerd.runc.v2`.
+//! flavour; the start-up is its own, see [`shim`]) that drives the `urunc` binary:
+//! unikernel containers run as VMs, ordinary containers are handed on to runc by urunc
+//! itself and behave as under `io.containerd.runc.v2`.
 
 #![cfg_attr(not(test), no_main)]
 
