@@ -13,7 +13,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -198,22 +198,27 @@ fn ctr_with_input(containerd: &Containerd, args: &[&str], input: &[u8]) -> Outpu
     };
     let out = collect(Box::new(child.stdout.take().unwrap()));
     let err = collect(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break child.wait().unwrap();
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let status = wait_or_kill(&mut child, Duration::from_secs(60));
     drop(stdin);
     Output {
         status,
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
+    }
+}
+
+/// The child's exit status; killed first if it has not exited `within`.
+fn wait_or_kill(child: &mut Child, within: Duration) -> ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().unwrap();
+        }
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -414,17 +419,7 @@ fn terminal_run_echoes_input() {
     stdin.write_all(b"xyz").unwrap();
     thread::sleep(Duration::from_millis(300));
     stdin.write_all(b"q").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            break child.wait().unwrap();
-        }
-        thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait_or_kill(&mut child, Duration::from_secs(60));
     drop(stdin);
     let out = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
     let mut err = String::new();
