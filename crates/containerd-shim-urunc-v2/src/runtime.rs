@@ -171,6 +171,13 @@ impl Urunc {
             .map_err(|e| Error::other(format!("parse `urunc state {id}` output: {e}")))
     }
 
+    /// The exit status the guest's application reported through its guest init, read
+    /// once the monitor exited and before `delete` removes the state. The monitor's own
+    /// status only says how the VM ended (QEMU exits 0 when the guest powers off).
+    pub fn guest_exit_status(&self, id: &str) -> Option<i32> {
+        urunc::container::Runtime::new(&self.root).guest_exit_status(id)
+    }
+
     pub fn kill(&self, id: &str, signal: u32, all: bool) -> Result<()> {
         let sig = OsString::from(signal.to_string());
         let mut args: Vec<&OsStr> = vec!["kill".as_ref()];

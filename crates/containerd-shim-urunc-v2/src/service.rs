@@ -229,13 +229,28 @@ impl Inner {
     }
 
     fn record_exit(&self, t: &mut Tasks, cid: &str, eid: &str, status: i32, at: Timestamp) {
-        let Ok(p) = t.get_mut(cid).and_then(|c| c.proc_mut(eid)) else {
+        let Ok(c) = t.get_mut(cid) else {
+            return;
+        };
+        // A VM's init is its monitor: the application's status, when the guest init
+        // reported one, is the container's.
+        let guest = (eid.is_empty() && c.unikernel)
+            .then(|| c.urunc.guest_exit_status(cid))
+            .flatten();
+        let Ok(p) = c.proc_mut(eid) else {
             return;
         };
         log::info!("{cid} {eid}: pid {} exited with status {status}", p.pid);
         if eid.is_empty() {
             urunc::timestamps::mark(cid, urunc::timestamps::Phase::ShimExit);
         }
+        let status = match guest {
+            Some(code) => {
+                log::info!("{cid}: the guest's application exited with status {code}");
+                code
+            }
+            None => status,
+        };
         p.state = State::Stopped;
         p.exit_status = status as u32;
         p.exited_at = Some(at);

@@ -891,6 +891,53 @@ fn linux_guest_runs_through_the_shim() {
     assert_nothing_left(&containerd, &id);
 }
 
+/// A Linux guest booting through urunit reports its application's exit status on a
+/// second serial port; the shim makes it the task's (QEMU itself exits 0 when the guest
+/// powers off), so `ctr run` returns it, as it would for a runc container.
+#[test]
+fn the_guest_applications_exit_status_is_the_tasks() {
+    if !require_root_and_tools(TOOLS) {
+        return;
+    }
+    let (Some((vmlinux, initrd)), Some(urunit)) = (fixtures::linux_guest(), fixtures::urunit())
+    else {
+        return;
+    };
+    let containerd = Containerd::builder()
+        .env("URUNC_QEMU_ACCEL", "tcg")
+        .env("URUNC_URUNIT", &urunit.to_string_lossy())
+        .ctr_timeout(Duration::from_secs(60))
+        .start_with_urunc(Path::new(SHIM), &urunc_binary())
+        .expect("starting containerd");
+    let mut image = ImageBuilder::new();
+    image
+        .add_file("/boot/vmlinux", vmlinux, 0o644)
+        .unwrap()
+        .add_file("/boot/initrd", initrd, 0o644)
+        .unwrap();
+    let image = import(&containerd, &image, "example.com/urunc/shim-linux-exit:1");
+    let keys = [
+        (KEY_TYPE, "linux"),
+        (KEY_HYPERVISOR, "qemu"),
+        (KEY_BINARY, "/boot/vmlinux"),
+        ("com.urunc.unikernel.initrd", "/boot/initrd"),
+    ];
+    for code in [3, 0] {
+        let id = containerd.unique_id("linux-exit");
+        let script = format!("echo bye; exit {code}");
+        let out = containerd.run(
+            &strs(&flags(&keys)),
+            &image,
+            &id,
+            &["/bin/sh", "-c", &script],
+        );
+        let text = output_text(&out);
+        assert_eq!(out.status.code(), Some(code), "{text}");
+        assert_eq!(stdout(&out).trim(), "bye", "{text}");
+        assert_nothing_left(&containerd, &id);
+    }
+}
+
 /// Soak through one long-lived shim (issue 9): a pod's anchor container keeps the shim
 /// alive while `URUNC_SHIM_SOAK_CYCLES` (default 100) more containers of the pod run,
 /// are killed and deleted one after another. The shim's RSS after the first 10 and at
