@@ -410,7 +410,10 @@ fn unikraft_guest_gets_the_interface_address_and_mac() {
     assert_eq!(argv[netdev + 2], "-device");
     assert_eq!(
         argv[netdev + 3],
-        format!("virtio-net-pci,netdev=net0,mac={}", wire.uplink_mac())
+        format!(
+            "virtio-net-pci,netdev=net0,mac={},romfile=",
+            wire.uplink_mac()
+        )
     );
     // The tap is the user's and attached (carrier); both directions are redirected.
     let link = wire.container.ip(&["-d", "-o", "link", "show", &tap]);

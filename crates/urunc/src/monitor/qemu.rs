@@ -110,6 +110,12 @@ impl Monitor for Qemu {
         if let Some(n) = net {
             // The tap exists already (owned by the user QEMU runs as); QEMU only attaches.
             let mut nic = format!("virtio-net-{bus},netdev=net0,mac={}", n.mac);
+            if bus == "pci" {
+                // No option ROM: the guest boots from -kernel, never from the network,
+                // and the firmware would run iPXE's set-up on every boot (about 10 ms
+                // of SeaBIOS under TCG).
+                nic.push_str(",romfile=");
+            }
             for o in &vm.devices.qemu_nic_options {
                 nic.push(',');
                 nic.push_str(o);
@@ -239,7 +245,7 @@ mod tests {
              -chardev file,id=urunc-status,path=/guest/exit-status -serial chardev:urunc-status \
              -no-reboot \
              -netdev tap,id=net0,ifname=urunc0a1b2c3d4e,script=no,downscript=no \
-             -device virtio-net-pci,netdev=net0,mac=02:42:0a:58:00:07 \
+             -device virtio-net-pci,netdev=net0,mac=02:42:0a:58:00:07,romfile= \
              -kernel /guest/kernel -initrd /guest/initrd -append console=ttyS0 panic=-1 quiet"
         );
     }
@@ -327,7 +333,7 @@ mod tests {
             "/usr/bin/qemu-system-aarch64 -name urunc-c1 -machine virt -accel tcg -cpu max \
              -m 256M -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
              -netdev tap,id=net0,ifname=urunc0a1b2c3d4e,script=no,downscript=no \
-             -device virtio-net-pci,netdev=net0,mac=02:42:0a:58:00:07 \
+             -device virtio-net-pci,netdev=net0,mac=02:42:0a:58:00:07,romfile= \
              -kernel /guest/kernel -initrd /guest/initrd -append console=ttyAMA0"
         );
         v.accel = Accel::Kvm;
