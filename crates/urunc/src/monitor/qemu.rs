@@ -98,13 +98,18 @@ impl Monitor for Qemu {
         }
         push(&["-serial", "stdio"]);
         if let Some(status) = &vm.status_file {
-            // The second serial port, a file on the host: the guest init's status channel.
+            // The second serial port (ttyS1), a file on the host: the guest init's status
+            // channel. microvm makes only the first port of `-serial`, so it gets the
+            // second as a device, at the same legacy address.
             push(&[
                 "-chardev",
                 &format!("file,id=urunc-status,path={}", status.display()),
-                "-serial",
-                "chardev:urunc-status",
             ]);
+            if machine == "microvm" {
+                push(&["-device", "isa-serial,chardev=urunc-status,index=1"]);
+            } else {
+                push(&["-serial", "chardev:urunc-status"]);
+            }
         }
         push(&["-no-reboot"]);
         if let Some(n) = net {
@@ -248,6 +253,22 @@ mod tests {
              -device virtio-net-pci,netdev=net0,mac=02:42:0a:58:00:07,romfile= \
              -kernel /guest/kernel -initrd /guest/initrd -append console=ttyS0 panic=-1 quiet"
         );
+    }
+
+    #[test]
+    fn microvm_gets_the_status_port_as_a_second_isa_serial() {
+        let mut v = vm();
+        v.machine = "microvm".into();
+        v.status_file = Some(PathBuf::from("/guest/exit-status"));
+        let argv = Qemu.argv(&v, None).join(" ");
+        assert!(
+            argv.contains(
+                "-serial stdio -chardev file,id=urunc-status,path=/guest/exit-status \
+                 -device isa-serial,chardev=urunc-status,index=1 -no-reboot"
+            ),
+            "{argv}"
+        );
+        assert_eq!(argv.matches(" -serial ").count(), 1, "{argv}");
     }
 
     #[test]
