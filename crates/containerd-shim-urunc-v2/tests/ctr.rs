@@ -32,6 +32,7 @@ const TOOLS: &[&str] = &["containerd", "ctr", "runc", "qemu-system-x86_64"];
 const STATE_ROOT: &str = "/run/containerd/urunc";
 
 const SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+const MACHINE: &str = "com.urunc.unikernel.qemuMachine";
 
 /// `urunc` built by cargo next to this test (target/<profile>/deps/ctr-* -> ../urunc).
 fn urunc_binary() -> PathBuf {
@@ -888,6 +889,70 @@ fn linux_guest_runs_through_the_shim() {
     ] {
         assert!(so.contains(want), "no {want:?}\n{text}");
     }
+    assert_nothing_left(&containerd, &id);
+}
+
+/// The QEMU machine is chosen per guest: the image's `urunc.json` names it
+/// (`com.urunc.unikernel.qemuMachine`, as `urunc-pack --qemu-machine` writes it) over the
+/// host's default (`pc`), and an annotation overrides the image.
+#[test]
+fn the_image_chooses_its_qemu_machine() {
+    let Some(containerd) = start() else {
+        return;
+    };
+    let kernel = fixtures::testkernel().expect("test kernel fixture");
+    let urunc_json = format!(
+        r#"{{"{KEY_TYPE}":"unikraft","{KEY_HYPERVISOR}":"qemu","{KEY_BINARY}":"/boot/kernel","{MACHINE}":"microvm"}}"#
+    );
+    let mut image = ImageBuilder::new();
+    image
+        .add_file("/boot/kernel", kernel, 0o755)
+        .unwrap()
+        .add_bytes("/urunc.json", urunc_json.into_bytes(), 0o644)
+        .unwrap();
+    let image = import(&containerd, &image, "example.com/urunc/shim-tk-microvm:1");
+    let machine_of = |annotations: &[(&str, &str)]| {
+        let id = containerd.unique_id("mach");
+        let mut args: Vec<String> = ["run", "-d"].map(String::from).to_vec();
+        args.extend(flags(annotations));
+        args.extend([image.clone(), id.clone(), "wait".into()]);
+        containerd.ctr_ok(&strs(&args));
+        let pid = wait_status(&containerd, &id, "RUNNING");
+        let argv: Vec<String> = fs::read(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        containerd.ctr_ok(&["tasks", "kill", "-s", "KILL", &id]);
+        wait_status(&containerd, &id, "STOPPED");
+        containerd.ctr_ok(&["tasks", "delete", &id]);
+        containerd.ctr_ok(&["containers", "rm", &id]);
+        assert_nothing_left(&containerd, &id);
+        let at = argv.iter().position(|a| a == "-machine");
+        at.and_then(|i| argv.get(i + 1))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(machine_of(&[]), "microvm");
+    assert_eq!(machine_of(&[(MACHINE, "pc")]), "pc");
+
+    // And the guest boots there, to the end.
+    let id = containerd.unique_id("mach-run");
+    let out = containerd.run(&strs(&flags(&[])), &image, &id, &["hello"]);
+    let text = output_text(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(stdout(&out).contains(DONE), "{text}");
+    assert_nothing_left(&containerd, &id);
+
+    // A machine QEMU has but urunc does not generate arguments for: one clear line.
+    let id = containerd.unique_id("mach-bad");
+    let out = containerd.run(&strs(&flags(&[(MACHINE, "q35")])), &image, &id, &["hello"]);
+    assert!(!out.status.success(), "{}", output_text(&out));
+    assert!(
+        stderr(&out).contains(r#"com.urunc.unikernel.qemuMachine: machine "q35" is not supported"#),
+        "{}",
+        output_text(&out)
+    );
     assert_nothing_left(&containerd, &id);
 }
 

@@ -33,6 +33,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     KEY_USE_DM_BLOCK,
     KEY_VERSION,
     KEY_MOUNT_ROOTFS,
+    KEY_QEMU_MACHINE,
 ];
 const KEY_PREFIX: &str = "com.urunc.unikernel.";
 
@@ -272,6 +273,7 @@ impl BuildOptions {
                 .to_string(),
             (None, None) => host_architecture().to_string(),
         };
+        crate::check_qemu_machine(&keys, &arch).map_err(|e| anyhow!("{shown}: {e}"))?;
         let binary_name = binary.rsplit('/').next().unwrap_or("unikernel");
         let reference = self
             .name

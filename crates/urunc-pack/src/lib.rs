@@ -32,7 +32,7 @@ use oci_image::{Image, ImageBuilder, ImageRef};
 use urunc::guest::{self, GuestSetup};
 use urunc::monitor;
 use urunc::unikernel::{
-    KEY_BINARY, KEY_CMDLINE, KEY_HYPERVISOR, KEY_INITRD, KEY_TYPE, KEY_VERSION,
+    KEY_BINARY, KEY_CMDLINE, KEY_HYPERVISOR, KEY_INITRD, KEY_QEMU_MACHINE, KEY_TYPE, KEY_VERSION,
 };
 
 /// The directory of the image that holds the kernel and the initrd.
@@ -58,6 +58,8 @@ pub struct PackOptions {
     pub cmdline: Option<String>,
     /// `com.urunc.unikernel.unikernelVersion`.
     pub version: Option<String>,
+    /// `com.urunc.unikernel.qemuMachine`: the QEMU machine the kernel boots on.
+    pub qemu_machine: Option<String>,
     /// A host directory whose contents are added at the image root.
     pub rootfs: Option<PathBuf>,
     /// `KEY=VALUE` entries of the image's environment.
@@ -137,6 +139,7 @@ impl PackOptions {
         }
         let cmdline = optional_text("--cmdline", &self.cmdline)?;
         let version = optional_text("--version", &self.version)?;
+        let qemu_machine = optional_text("--qemu-machine", &self.qemu_machine)?;
         let env = self
             .env
             .iter()
@@ -211,6 +214,9 @@ impl PackOptions {
         if let Some(v) = &version {
             config.insert(KEY_VERSION.to_string(), v.clone());
         }
+        if let Some(m) = &qemu_machine {
+            config.insert(KEY_QEMU_MACHINE.to_string(), m.clone());
+        }
 
         Ok(Resolved {
             reference,
@@ -263,6 +269,7 @@ impl PackOptions {
         let arch = elf::architecture(&self.kernel)
             .with_context(|| format!("--kernel {}", self.kernel.display()))?
             .unwrap_or_else(host_architecture);
+        check_qemu_machine(config, arch)?;
         b.platform("linux", arch);
         for (k, v) in config {
             b.label(k, v);
@@ -416,6 +423,24 @@ pub(crate) fn default_name(kernel_name: &str) -> String {
         repo = "unikernel".into();
     }
     format!("{DEFAULT_REGISTRY}/{repo}:latest")
+}
+
+/// `qemuMachine` means something to QEMU only, and must name a machine urunc knows for
+/// the image's architecture (`goarch`, as in the image's platform).
+pub(crate) fn check_qemu_machine(keys: &BTreeMap<String, String>, goarch: &str) -> Result<()> {
+    let Some(machine) = keys.get(KEY_QEMU_MACHINE) else {
+        return Ok(());
+    };
+    let monitor = keys.get(KEY_HYPERVISOR).map_or("", String::as_str);
+    if monitor != "qemu" {
+        bail!("{KEY_QEMU_MACHINE}={machine}: a QEMU setting, but the monitor is {monitor:?}");
+    }
+    let arch = match goarch {
+        "amd64" => "x86_64",
+        "arm64" => "aarch64",
+        other => other,
+    };
+    monitor::check_machine_for(arch, machine).map_err(|e| anyhow!("{KEY_QEMU_MACHINE}: {e}"))
 }
 
 /// The host's architecture in GOARCH terms, for kernels that are not ELF files.

@@ -42,6 +42,10 @@ struct Cli {
     /// The unikernel framework's version (com.urunc.unikernel.unikernelVersion)
     #[arg(long, value_name = "STR")]
     version: Option<String>,
+    /// The QEMU machine the kernel boots on, e.g. microvm for a kernel that can
+    /// (com.urunc.unikernel.qemuMachine; without it the host's configuration decides)
+    #[arg(long, value_name = "MACHINE")]
+    qemu_machine: Option<String>,
     /// A directory whose contents are added at the image root
     #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
@@ -134,6 +138,7 @@ fn main() -> ExitCode {
         monitor: cli.monitor,
         cmdline: cli.cmdline,
         version: cli.version,
+        qemu_machine: cli.qemu_machine,
         rootfs: cli.rootfs,
         env: cli.env,
         cmd: cli.cmd,

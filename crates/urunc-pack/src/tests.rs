@@ -370,3 +370,32 @@ fn default_names_are_valid_references() {
         check_reference(&default_name(n)).unwrap();
     }
 }
+
+#[test]
+fn qemu_machine_is_written_and_checked() {
+    let inputs = Inputs::new();
+    let mut opts = inputs.linux();
+    opts.qemu_machine = Some("microvm".into());
+    let packed = opts.build().unwrap();
+    assert_eq!(packed.config[KEY_QEMU_MACHINE], "microvm");
+    let decoded = uruncjson::decode(&layer_files(&packed.image)["urunc.json"].1).unwrap();
+    assert_eq!(decoded[KEY_QEMU_MACHINE], "microvm");
+
+    // The fake kernel is an amd64 ELF: an aarch64 machine is refused for it.
+    opts.qemu_machine = Some("virt".into());
+    let e = opts.build().unwrap_err().to_string();
+    assert_eq!(
+        e,
+        r#"com.urunc.unikernel.qemuMachine: machine "virt" is not supported on x86_64; expected one of: pc, microvm"#
+    );
+    let firecracker = PackOptions {
+        monitor: "firecracker".into(),
+        qemu_machine: Some("microvm".into()),
+        ..inputs.linux()
+    };
+    let e = firecracker.build().unwrap_err().to_string();
+    assert_eq!(
+        e,
+        r#"com.urunc.unikernel.qemuMachine=microvm: a QEMU setting, but the monitor is "firecracker""#
+    );
+}

@@ -168,6 +168,15 @@ fn errors_are_clear() {
         e.contains("no LABEL com.urunc.unikernel.unikernelType"),
         "{e}"
     );
+    let e = error(
+        d,
+        "FROM scratch\nCOPY kernel /boot/kernel\nLABEL com.urunc.unikernel.unikernelType=unikraft \
+         com.urunc.unikernel.binary=/boot/kernel com.urunc.unikernel.qemuMachine=q35\n",
+    );
+    assert!(
+        e.contains(r#"com.urunc.unikernel.qemuMachine: machine "q35" is not supported on x86_64"#),
+        "{e}"
+    );
     let e = error(d, "FROM scratch\nRUN make\n");
     assert!(e.contains(":2: RUN is not supported"), "{e}");
     let e = error(d, "FROM scratch\nCOPY ../etc/passwd /x\n");

@@ -471,10 +471,12 @@ pub fn build(id: &str, bundle: &Bundle, cfg: &UnikernelConfig, config: &Config) 
         seccomp: bundle.has_seccomp(),
         tender_seccomp,
         status_file: init_plan.as_ref().map(|_| guest_init::STATUS_TARGET.into()),
+        // The image's (or the container's) choice, else the host's, else the default.
         machine: match monitor.name() {
-            "qemu" => settings
-                .machine
+            "qemu" => cfg
+                .qemu_machine
                 .clone()
+                .or_else(|| settings.machine.clone())
                 .unwrap_or_else(|| monitor::default_machine().into()),
             _ => String::new(),
         },

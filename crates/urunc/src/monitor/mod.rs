@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use crate::config::MonitorSettings;
 use crate::network::NetConfig;
 
-pub use qemu::{check_machine, default_machine, QEMU_ACCEL_ENV};
+pub use qemu::{check_machine, check_machine_for, default_machine, QEMU_ACCEL_ENV};
 
 /// CPU virtualisation for monitors that can choose (QEMU).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

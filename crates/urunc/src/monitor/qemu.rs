@@ -13,25 +13,33 @@ pub const QEMU_ACCEL_ENV: &str = "URUNC_QEMU_ACCEL";
 /// QEMU confines itself with this when the container spec asks for seccomp.
 const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
-const MACHINES: &[&str] = if cfg!(target_arch = "aarch64") {
-    &["virt"]
-} else {
-    &["pc", "microvm"]
-};
+/// The machine types urunc generates arguments for on `arch` (Rust's name, as
+/// `std::env::consts::ARCH`), the default first.
+fn machines(arch: &str) -> &'static [&'static str] {
+    match arch {
+        "aarch64" => &["virt"],
+        _ => &["pc", "microvm"],
+    }
+}
 
 pub fn default_machine() -> &'static str {
-    MACHINES[0]
+    machines(std::env::consts::ARCH)[0]
 }
 
 /// A machine type this build of urunc can generate arguments for on this host.
 pub fn check_machine(m: &str) -> Result<(), String> {
-    if MACHINES.contains(&m) {
+    check_machine_for(std::env::consts::ARCH, m)
+}
+
+/// The same for a guest of another architecture (an image packed for it).
+pub fn check_machine_for(arch: &str, m: &str) -> Result<(), String> {
+    let known = machines(arch);
+    if known.contains(&m) {
         Ok(())
     } else {
         Err(format!(
-            "machine {m:?} is not supported on {}; expected one of: {}",
-            std::env::consts::ARCH,
-            MACHINES.join(", ")
+            "machine {m:?} is not supported on {arch}; expected one of: {}",
+            known.join(", ")
         ))
     }
 }
@@ -371,6 +379,12 @@ mod tests {
             assert!(check_machine("microvm").is_ok());
             assert!(check_machine("virt").unwrap_err().contains("pc, microvm"));
         }
+        assert!(check_machine_for("aarch64", "virt").is_ok());
+        let e = check_machine_for("aarch64", "microvm").unwrap_err();
+        assert_eq!(
+            e,
+            r#"machine "microvm" is not supported on aarch64; expected one of: virt"#
+        );
     }
 
     #[test]

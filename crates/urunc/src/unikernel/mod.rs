@@ -30,6 +30,9 @@ pub const KEY_BLK_MNT_POINT: &str = "com.urunc.unikernel.blkMntPoint";
 pub const KEY_USE_DM_BLOCK: &str = "com.urunc.unikernel.useDMBlock";
 pub const KEY_VERSION: &str = "com.urunc.unikernel.unikernelVersion";
 pub const KEY_MOUNT_ROOTFS: &str = "com.urunc.unikernel.mountRootfs";
+/// urunc's own key, not the reference's: the QEMU machine this guest boots on (e.g.
+/// `microvm` for a kernel that can), over the configuration file's `machine`.
+pub const KEY_QEMU_MACHINE: &str = "com.urunc.unikernel.qemuMachine";
 
 /// The annotations by which containerd's CRI plugin and CRI-O mark a pod's sandbox
 /// (pause) container, and the value that does.
@@ -60,6 +63,7 @@ const KNOWN_KEYS: &[&str] = &[
     KEY_USE_DM_BLOCK,
     KEY_VERSION,
     KEY_MOUNT_ROOTFS,
+    KEY_QEMU_MACHINE,
 ];
 
 /// What the image asks urunc to boot. Values are decoded; paths are still as the image
@@ -76,6 +80,8 @@ pub struct UnikernelConfig {
     pub use_dm_block: bool,
     pub version: Option<String>,
     pub mount_rootfs: bool,
+    /// Only read when the monitor is QEMU; checked against the machines urunc knows.
+    pub qemu_machine: Option<String>,
 }
 
 impl UnikernelConfig {
@@ -140,6 +146,7 @@ impl UnikernelConfig {
             use_dm_block: parse_bool(KEY_USE_DM_BLOCK, opt(KEY_USE_DM_BLOCK))?,
             version: opt(KEY_VERSION),
             mount_rootfs: parse_bool(KEY_MOUNT_ROOTFS, opt(KEY_MOUNT_ROOTFS))?,
+            qemu_machine: opt(KEY_QEMU_MACHINE),
         };
         if !missing.is_empty() {
             let unknown: Vec<&str> = values
@@ -152,6 +159,10 @@ impl UnikernelConfig {
                 msg.push_str(&format!(" (unrecognised keys: {})", unknown.join(", ")));
             }
             return Err(Error::Config(msg));
+        }
+        if let Some(m) = &cfg.qemu_machine {
+            crate::monitor::check_machine(m)
+                .map_err(|e| Error::Config(format!("{KEY_QEMU_MACHINE}: {e}")))?;
         }
         Ok(cfg)
     }
@@ -168,6 +179,7 @@ impl UnikernelConfig {
             (KEY_BLOCK, &self.block),
             (KEY_BLK_MNT_POINT, &self.blk_mnt_point),
             (KEY_VERSION, &self.version),
+            (KEY_QEMU_MACHINE, &self.qemu_machine),
         ];
         for (k, v) in optional {
             if let Some(v) = v {

@@ -161,3 +161,30 @@ fn nul_bytes_and_bad_bools_are_refused() {
         .to_string();
     assert!(e.contains("useDMBlock: expected true or false"), "{e}");
 }
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn qemu_machine_from_the_image_overridden_by_an_annotation() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("urunc.json"),
+        r#"{"com.urunc.unikernel.unikernelType":"unikraft","com.urunc.unikernel.hypervisor":"qemu",
+            "com.urunc.unikernel.binary":"/k","com.urunc.unikernel.qemuMachine":"microvm"}"#,
+    )
+    .unwrap();
+    let load = |a: &[(&str, &str)]| UnikernelConfig::load(&ann(a), dir.path());
+    let c = load(&[]).unwrap().unwrap();
+    assert_eq!(c.qemu_machine.as_deref(), Some("microvm"));
+    assert_eq!(c.to_map()[KEY_QEMU_MACHINE], "microvm");
+    let c = load(&[(KEY_QEMU_MACHINE, "pc")]).unwrap().unwrap();
+    assert_eq!(c.qemu_machine.as_deref(), Some("pc"));
+    // An empty annotation unsets the image's choice: the host's configuration decides.
+    let c = load(&[(KEY_QEMU_MACHINE, "")]).unwrap().unwrap();
+    assert_eq!(c.qemu_machine, None);
+    let e = load(&[(KEY_QEMU_MACHINE, "q35")]).unwrap_err().to_string();
+    assert!(
+        e.contains(r#"com.urunc.unikernel.qemuMachine: machine "q35" is not supported"#)
+            && e.contains("pc, microvm"),
+        "{e}"
+    );
+}
