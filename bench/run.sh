@@ -19,7 +19,8 @@
 #     bare). The test kernel also runs through containerd's Go runc shim driving urunc
 #     (`--runtime io.containerd.runc.v2 --runc-binary urunc`), against our shim (target:
 #     ours no slower), and a runc container running /bin/true gives containerd's own
-#     floor.
+#     floor. A reported row: the test kernel through our shim from an image that chooses
+#     QEMU's microvm machine (`urunc-pack --qemu-machine microvm`) vs the same on pc.
 # P3  shim memory. RSS and PSS (smaps_rollup) of containerd-shim-urunc-v2 serving one
 #     running test-kernel container vs containerd's Go containerd-shim-runc-v2 serving
 #     one runc busybox container. Target: ours at most 0.35 x the Go shim's.
@@ -277,6 +278,7 @@ report() {
 	row P2TK "P2 ctr run test kernel, our shim" "bare QEMU" plus 60
 	row P2SH "P2 test kernel via our shim" "via Go runc shim" ratio 1.00
 	row P2LX "P2 ctr run Linux guest, our shim" "bare QEMU" ratio 1.10
+	row P2MV "P2 test kernel, qemuMachine=microvm" "pc" none
 	row P1AB "P1 this urunc" "baseline urunc" ratio 1.00
 	row P2AB "P2 test kernel, this urunc" "baseline urunc" ratio 1.00
 	p3_row
@@ -296,7 +298,7 @@ report() {
 	echo
 	echo "raw samples (ms):"
 	local pair side vals
-	for pair in P1 P1AB P2FL P2TK P2SH P2LX P2AB; do
+	for pair in P1 P1AB P2FL P2TK P2SH P2LX P2MV P2AB; do
 		for side in A B; do
 			eval "vals=(\"\${SAMPLES_${pair}_${side}[@]}\")"
 			((${#vals[@]})) || continue
@@ -419,6 +421,9 @@ log "P2: packing the guests and starting a private containerd (accel $P2_ACCEL)"
 mkdir -p "$W/p2"
 "$PACK" --kernel "$TESTKERNEL" --type unikraft --cmdline "hello" \
 	--name urunc.local/bench/testkernel:latest --output "$W/p2/testkernel.tar" >/dev/null
+# The same kernel on QEMU's microvm machine, chosen by the image (a reported row).
+"$PACK" --kernel "$TESTKERNEL" --type unikraft --cmdline "hello" --qemu-machine microvm \
+	--name urunc.local/bench/testkernel-microvm:latest --output "$W/p2/testkernel-microvm.tar" >/dev/null
 "$PACK" --kernel "$VMLINUX" --initrd "$INITRD" --type linux --cmd /bin/report --cmd hello \
 	--name urunc.local/bench/linux:latest --output "$W/p2/linux.tar" >/dev/null
 # The accelerator and machine reach urunc through a configuration file of the bench's
@@ -439,7 +444,7 @@ urunc_config "$P2_ACCEL"
 mkdir -p "$W/containerd/opt/bin"
 cp "$SHIM" "$URUNC" "$(dirname "$URUNC")/urunit" "$W/containerd/opt/bin/"
 pc_start "$W/containerd" urunc-bench || die "containerd did not start"
-for t in testkernel linux; do pc_ctr images import "$W/p2/$t.tar" >/dev/null; done
+for t in testkernel testkernel-microvm linux; do pc_ctr images import "$W/p2/$t.tar" >/dev/null; done
 
 # A capture run through a wrapper around urunc that keeps a copy of urunc's state after
 # `create`: its plan holds the exact monitor argv.
@@ -537,6 +542,7 @@ p2_shim() { # IMAGE MARKER: ctr run --rm through our shim
 	return 1
 }
 p2_tk_shim() { p2_shim urunc.local/bench/testkernel:latest URUNC-TESTKERNEL-DONE; }
+p2_tk_microvm_shim() { p2_shim urunc.local/bench/testkernel-microvm:latest URUNC-TESTKERNEL-DONE; }
 p2_lx_shim() { p2_shim urunc.local/bench/linux:latest URUNC-LINUX-GUEST-DONE; }
 p2_tk_bare() { p2_bare URUNC-TESTKERNEL-DONE "${ARGV_TK[@]}"; }
 p2_lx_bare() { p2_bare URUNC-LINUX-GUEST-DONE "${ARGV_LX[@]}"; }
@@ -550,6 +556,8 @@ if want P2; then
 	bench_pair P2SH p2_tk_shim p2_tk_ctr
 	log "P2: $WARMUP warm-up + $N rounds, Linux guest (ctr run --rm through our shim vs bare QEMU)"
 	bench_pair P2LX p2_lx_shim p2_lx_bare
+	log "P2: $WARMUP warm-up + $N rounds, test kernel through our shim, qemuMachine=microvm vs pc"
+	bench_pair P2MV p2_tk_microvm_shim p2_tk_shim
 	if [[ -n $BASELINE ]]; then
 		log "P2: $WARMUP warm-up + $N rounds, test kernel, this tree's urunc vs $BASELINE"
 		bench_pair P2AB p2_tk_ctr p2_tk_base
