@@ -93,6 +93,26 @@ fn testkernel_image(containerd: &Containerd, reference: &str) -> String {
     import(containerd, &image, reference)
 }
 
+/// The keys that boot the image of [`linux_image`].
+const LINUX_KEYS: &[(&str, &str)] = &[
+    (KEY_TYPE, "linux"),
+    (KEY_HYPERVISOR, "qemu"),
+    (KEY_BINARY, "/boot/vmlinux"),
+    ("com.urunc.unikernel.initrd", "/boot/initrd"),
+];
+
+/// The Linux guest fixture as an image: the kernel and the initrd under /boot.
+fn linux_image(containerd: &Containerd, vmlinux: &Path, initrd: &Path, reference: &str) -> String {
+    let mut image = ImageBuilder::new();
+    image
+        .add_file("/boot/vmlinux", vmlinux, 0o644)
+        .unwrap()
+        .add_file("/boot/initrd", initrd, 0o644)
+        .unwrap();
+    image.cmd(["/init"]);
+    import(containerd, &image, reference)
+}
+
 fn busybox(containerd: &Containerd) -> String {
     let mut image = ImageBuilder::new();
     busybox_image(&mut image).expect("busybox image");
@@ -856,24 +876,16 @@ fn linux_guest_runs_through_the_shim() {
     let Some((vmlinux, initrd)) = fixtures::linux_guest() else {
         return;
     };
-    let mut image = ImageBuilder::new();
-    image
-        .add_file("/boot/vmlinux", vmlinux, 0o644)
-        .unwrap()
-        .add_file("/boot/initrd", initrd, 0o644)
-        .unwrap();
-    image.cmd(["/init"]);
-    let image = import(&containerd, &image, "example.com/urunc/shim-linux:1");
-    let keys = [
-        (KEY_TYPE, "linux"),
-        (KEY_HYPERVISOR, "qemu"),
-        (KEY_BINARY, "/boot/vmlinux"),
-        ("com.urunc.unikernel.initrd", "/boot/initrd"),
-    ];
+    let image = linux_image(
+        &containerd,
+        &vmlinux,
+        &initrd,
+        "example.com/urunc/shim-linux:1",
+    );
     let id = containerd.unique_id("linux");
     let t = Instant::now();
     let out = containerd.run(
-        &strs(&flags(&keys)),
+        &strs(&flags(LINUX_KEYS)),
         &image,
         &id,
         &["/bin/report", "a", "b"],
@@ -974,24 +986,17 @@ fn the_guest_applications_exit_status_is_the_tasks() {
         .ctr_timeout(Duration::from_secs(60))
         .start_with_urunc(Path::new(SHIM), &urunc_binary())
         .expect("starting containerd");
-    let mut image = ImageBuilder::new();
-    image
-        .add_file("/boot/vmlinux", vmlinux, 0o644)
-        .unwrap()
-        .add_file("/boot/initrd", initrd, 0o644)
-        .unwrap();
-    let image = import(&containerd, &image, "example.com/urunc/shim-linux-exit:1");
-    let keys = [
-        (KEY_TYPE, "linux"),
-        (KEY_HYPERVISOR, "qemu"),
-        (KEY_BINARY, "/boot/vmlinux"),
-        ("com.urunc.unikernel.initrd", "/boot/initrd"),
-    ];
+    let image = linux_image(
+        &containerd,
+        &vmlinux,
+        &initrd,
+        "example.com/urunc/shim-linux-exit:1",
+    );
     for code in [3, 0] {
         let id = containerd.unique_id("linux-exit");
         let script = format!("echo bye; exit {code}");
         let out = containerd.run(
-            &strs(&flags(&keys)),
+            &strs(&flags(LINUX_KEYS)),
             &image,
             &id,
             &["/bin/sh", "-c", &script],
