@@ -363,7 +363,8 @@ fn spawn_logger(uri_rest: &str, id: &str, ns: &str) -> Result<(File, File)> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
-    // SAFETY: only dup2(2), which is async-signal-safe, runs between fork and exec.
+    // SAFETY: only dup2(2) and sigprocmask(2), which are async-signal-safe, run between
+    // fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             for (i, fd) in raw.iter().enumerate() {
@@ -371,6 +372,10 @@ fn spawn_logger(uri_rest: &str, id: &str, ns: &str) -> Result<(File, File)> {
                     return Err(std::io::Error::last_os_error());
                 }
             }
+            // Not the signals the shim blocks for its reaper (see crate::reaper).
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             Ok(())
         });
     }

@@ -6,8 +6,9 @@
 //! SIGCHLD, SIGTERM and SIGINT are blocked in every thread ([`block_signals`] runs
 //! before the first thread is made) and taken synchronously by this thread with
 //! `sigwait`. SIGTERM and SIGINT are ignored, as by containerd's shims: containerd ends
-//! a shim with the Shutdown request. Children start with an empty signal mask (std's
-//! `Command` resets it).
+//! a shim with the Shutdown request. The block is inherited by what the shim starts:
+//! urunc clears its mask first thing (`urunc::sys::entry::prepare`), and the logging
+//! binary of a `binary://` log URI is started with an empty one.
 
 use containerd_shim::monitor::monitor_notify_by_pid;
 use nix::errno::Errno;

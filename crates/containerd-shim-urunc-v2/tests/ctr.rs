@@ -904,6 +904,46 @@ fn linux_guest_runs_through_the_shim() {
     assert_nothing_left(&containerd, &id);
 }
 
+/// `ctr task kill` sends SIGTERM, on which QEMU ends the VM. The shim blocks SIGTERM
+/// in all its threads (it takes its signals with `sigwait`), and a block is inherited
+/// across fork and exec: the monitor must not start with it.
+#[test]
+fn sigterm_stops_the_vm() {
+    let Some(containerd) = start() else {
+        return;
+    };
+    let image = testkernel_image(&containerd, "example.com/urunc/shim-tk-term:1");
+    let id = containerd.unique_id("term");
+    let log = containerd.dir().join(format!("{id}.log"));
+    let uri = format!("file://{}", log.display());
+    let mut args: Vec<String> = ["run", "-d", "--log-uri", &uri].map(String::from).to_vec();
+    args.extend(flags(TESTKERNEL_KEYS));
+    args.extend([image, id.clone(), "wait".into()]);
+    containerd.ctr_ok(&strs(&args));
+    let pid = wait_status(&containerd, &id, "RUNNING");
+    // The guest is up: QEMU has its handlers. (A signal whose action is the default
+    // never reaches a pid namespace's init, which QEMU is, as with runc's containers.)
+    wait_for_text(&log, "waiting");
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let blocked = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .expect("SigBlk in /proc/<pid>/status");
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGCHLD] {
+        assert_eq!(
+            blocked & (1 << (sig - 1)),
+            0,
+            "signal {sig} blocked in the monitor: {blocked:#x}"
+        );
+    }
+    containerd.ctr_ok(&["tasks", "kill", &id]);
+    wait_status(&containerd, &id, "STOPPED");
+    containerd.ctr_ok(&["tasks", "delete", &id]);
+    containerd.ctr_ok(&["containers", "rm", &id]);
+    assert_nothing_left(&containerd, &id);
+}
+
 /// The QEMU machine is chosen per guest: the image's `urunc.json` names it
 /// (`com.urunc.unikernel.qemuMachine`, as `urunc-pack --qemu-machine` writes it) over the
 /// host's default (`pc`), and an annotation overrides the image.

@@ -7,7 +7,7 @@
 //! executable's whole start. The binaries therefore define the C `main` themselves
 //! (`#![no_main]` and [`c_main!`](crate::c_main)), which calls [`prepare`]: it keeps
 //! the two parts of std's start-up that matter, SIGPIPE ignored and descriptors 0 to 2
-//! open.
+//! open, and clears the signal mask it was started with.
 
 /// Defines an executable's C `main`: [`prepare`], then `$run` (a `fn() -> i32`
 /// returning the exit status), then `std::process::exit`, which flushes stdout as the
@@ -32,12 +32,22 @@ macro_rules! c_main {
 }
 
 /// Ignores SIGPIPE (a write to a closed pipe fails with EPIPE instead of killing the
-/// process, as under std's `main`) and opens `/dev/null` on any of descriptors 0 to 2
-/// that the caller left closed, so that no file urunc opens becomes a standard stream.
+/// process, as under std's `main`), opens `/dev/null` on any of descriptors 0 to 2
+/// that the caller left closed, so that no file urunc opens becomes a standard stream,
+/// and unblocks every signal.
+///
+/// A blocked signal stays blocked across fork and exec. A caller that takes its signals
+/// with `sigwait` (as the shim does, SIGCHLD, SIGTERM and SIGINT) would otherwise pass
+/// its mask through urunc to the container's process: a monitor that cannot receive
+/// SIGTERM, so `ctr task kill` or `docker stop` waits for its grace period and SIGKILL.
 pub fn prepare() {
-    // SAFETY: setting a signal to be ignored installs no handler.
+    // SAFETY: setting a signal to be ignored installs no handler; an empty set is a
+    // valid mask.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
     for fd in 0..3 {
         // SAFETY: F_GETFD only asks whether the descriptor is open.
@@ -55,6 +65,32 @@ pub fn prepare() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_blocked_signal_is_unblocked() {
+        // In a child, so the test process's own mask stays as it is.
+        // SAFETY: the child only makes system calls and exits.
+        match unsafe { libc::fork() } {
+            0 => unsafe {
+                let mut set: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut set);
+                libc::sigaddset(&mut set, libc::SIGTERM);
+                libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+                super::prepare();
+                let mut now: libc::sigset_t = std::mem::zeroed();
+                libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut now);
+                libc::_exit(libc::sigismember(&now, libc::SIGTERM));
+            },
+            pid => {
+                let mut status = 0;
+                assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+                assert!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "SIGTERM still blocked after prepare"
+                );
+            }
+        }
+    }
+
     #[test]
     fn closed_standard_descriptors_are_reopened() {
         // In a child, so the test process's own stdin stays as it is.
