@@ -256,6 +256,21 @@ fn rss_kib(pid: i32) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// `ctr run -d` of the test kernel told to `wait`, its console in a `file://` log, once
+/// the guest is up: the container id, the task's pid and the console so far.
+fn run_until_up(containerd: &Containerd, image: String, prefix: &str) -> (String, i32, String) {
+    let id = containerd.unique_id(prefix);
+    let log = containerd.dir().join(format!("{id}.log"));
+    let uri = format!("file://{}", log.display());
+    let mut args: Vec<String> = ["run", "-d", "--log-uri", &uri].map(String::from).to_vec();
+    args.extend(flags(TESTKERNEL_KEYS));
+    args.extend([image, id.clone(), "wait".into()]);
+    containerd.ctr_ok(&strs(&args));
+    let pid = wait_status(containerd, &id, "RUNNING");
+    let console = wait_for_text(&log, "waiting");
+    (id, pid, console)
+}
+
 /// Polls `file` until it contains `text`.
 fn wait_for_text(file: &Path, text: &str) -> String {
     let mut got = String::new();
@@ -308,21 +323,12 @@ fn detached_lifecycle_pause_resume_kill() {
         return;
     };
     let image = testkernel_image(&containerd, "example.com/urunc/shim-tk-d:1");
-    let id = containerd.unique_id("det");
-    let log = containerd.dir().join(format!("{id}.log"));
-    let uri = format!("file://{}", log.display());
-    let mut args: Vec<String> = ["run", "-d", "--log-uri", &uri].map(String::from).to_vec();
-    args.extend(flags(TESTKERNEL_KEYS));
-    args.extend([image, id.clone(), "wait".into()]);
-    containerd.ctr_ok(&strs(&args));
-
-    let pid = wait_status(&containerd, &id, "RUNNING");
+    let (id, pid, console) = run_until_up(&containerd, image, "det");
     assert!(
         argv0(pid).ends_with("qemu-system-x86_64"),
         "pid {pid}: {}",
         argv0(pid)
     );
-    let console = wait_for_text(&log, "waiting");
     assert!(console.contains(BOOTED), "{console}");
 
     let shims = our_shims(&containerd);
@@ -913,17 +919,9 @@ fn sigterm_stops_the_vm() {
         return;
     };
     let image = testkernel_image(&containerd, "example.com/urunc/shim-tk-term:1");
-    let id = containerd.unique_id("term");
-    let log = containerd.dir().join(format!("{id}.log"));
-    let uri = format!("file://{}", log.display());
-    let mut args: Vec<String> = ["run", "-d", "--log-uri", &uri].map(String::from).to_vec();
-    args.extend(flags(TESTKERNEL_KEYS));
-    args.extend([image, id.clone(), "wait".into()]);
-    containerd.ctr_ok(&strs(&args));
-    let pid = wait_status(&containerd, &id, "RUNNING");
-    // The guest is up: QEMU has its handlers. (A signal whose action is the default
-    // never reaches a pid namespace's init, which QEMU is, as with runc's containers.)
-    wait_for_text(&log, "waiting");
+    // Once the guest is up, QEMU has its handlers: a signal whose action is the default
+    // never reaches a pid namespace's init, which QEMU is (as with runc's containers).
+    let (id, pid, _) = run_until_up(&containerd, image, "term");
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let blocked = status
         .lines()
