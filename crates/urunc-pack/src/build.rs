@@ -21,22 +21,6 @@ use urunc::unikernel::*;
 use crate::containerfile::{self, Instruction};
 use crate::{check_reference, default_name, elf, host_architecture, uruncjson, Packed};
 
-/// The keys a Containerfile may set with `LABEL`.
-pub const KNOWN_KEYS: &[&str] = &[
-    KEY_TYPE,
-    KEY_HYPERVISOR,
-    KEY_BINARY,
-    KEY_CMDLINE,
-    KEY_INITRD,
-    KEY_BLOCK,
-    KEY_BLK_MNT_POINT,
-    KEY_USE_DM_BLOCK,
-    KEY_VERSION,
-    KEY_MOUNT_ROOTFS,
-    KEY_QEMU_MACHINE,
-];
-const KEY_PREFIX: &str = "com.urunc.unikernel.";
-
 /// What `urunc-pack build` is given.
 #[derive(Clone, Debug, Default)]
 pub struct BuildOptions {
@@ -139,14 +123,14 @@ impl BuildOptions {
                 }
                 Instruction::Label(pairs) => {
                     for (k, v) in pairs {
-                        if k.starts_with(KEY_PREFIX) && !KNOWN_KEYS.contains(&k.as_str()) {
+                        if k.starts_with(PREFIX) && !KNOWN_KEYS.contains(&k.as_str()) {
                             return Err(at(
                                 line,
                                 anyhow!(
                                     "unknown key {k} (known: {})",
                                     KNOWN_KEYS
                                         .iter()
-                                        .map(|k| &k[KEY_PREFIX.len()..])
+                                        .map(|k| &k[PREFIX.len()..])
                                         .collect::<Vec<_>>()
                                         .join(", ")
                                 ),
@@ -184,7 +168,7 @@ impl BuildOptions {
         let mut keys: BTreeMap<String, String> = config
             .labels
             .iter()
-            .filter(|(k, _)| k.starts_with(KEY_PREFIX))
+            .filter(|(k, _)| k.starts_with(PREFIX))
             .map(|(k, v)| (k.clone(), v.clone()))
             .filter(|(_, v)| !v.trim().is_empty())
             .collect();

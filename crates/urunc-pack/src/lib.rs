@@ -21,7 +21,9 @@ pub mod containerfile;
 mod elf;
 pub mod uruncjson;
 
-pub use build::{BuildOptions, KNOWN_KEYS};
+pub use build::BuildOptions;
+/// The keys a Containerfile may set with `LABEL`: every key urunc reads.
+pub use urunc::unikernel::KNOWN_KEYS;
 
 use std::collections::BTreeMap;
 use std::fs;

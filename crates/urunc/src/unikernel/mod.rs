@@ -52,7 +52,8 @@ pub fn is_pod_sandbox(annotations: &HashMap<String, String>) -> bool {
         .any(|k| annotations.get(*k).is_some_and(|v| v == SANDBOX_TYPE))
 }
 
-const KNOWN_KEYS: &[&str] = &[
+/// Every key urunc reads (a Containerfile's `LABEL` may set these and no others).
+pub const KNOWN_KEYS: &[&str] = &[
     KEY_TYPE,
     KEY_HYPERVISOR,
     KEY_BINARY,
