@@ -373,9 +373,7 @@ fn spawn_logger(uri_rest: &str, id: &str, ns: &str) -> Result<(File, File)> {
                 }
             }
             // Not the signals the shim blocks for its reaper (see crate::reaper).
-            let mut none: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut none);
-            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            urunc::sys::entry::clear_signal_mask();
             Ok(())
         });
     }

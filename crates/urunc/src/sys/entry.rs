@@ -41,14 +41,11 @@ macro_rules! c_main {
 /// its mask through urunc to the container's process: a monitor that cannot receive
 /// SIGTERM, so `ctr task kill` or `docker stop` waits for its grace period and SIGKILL.
 pub fn prepare() {
-    // SAFETY: setting a signal to be ignored installs no handler; an empty set is a
-    // valid mask.
+    // SAFETY: setting a signal to be ignored installs no handler.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
+    clear_signal_mask();
     for fd in 0..3 {
         // SAFETY: F_GETFD only asks whether the descriptor is open.
         if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
@@ -60,6 +57,17 @@ pub fn prepare() {
                 std::process::abort();
             }
         }
+    }
+}
+
+/// Unblocks every signal in the calling thread. Only `sigprocmask(2)`, which is
+/// async-signal-safe: also for a forked child before its exec.
+pub fn clear_signal_mask() {
+    // SAFETY: an empty set is a valid mask; nothing else is touched.
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
     }
 }
 
