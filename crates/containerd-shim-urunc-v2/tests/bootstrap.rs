@@ -7,13 +7,14 @@
 //! named by a hash under /run/containerd/s) and skips otherwise.
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use containerd_shim::protos::shim::shim::{ConnectRequest, ShutdownRequest};
 use containerd_shim::protos::ttrpc::context;
 use containerd_shim::protos::ttrpc::Client;
 use containerd_shim::protos::TaskClient;
+use test_harness::wait_or_kill;
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-urunc-v2");
 
@@ -53,20 +54,6 @@ fn running(pid: u32) -> bool {
                 .starts_with('Z')
         })
         .unwrap_or(false)
-}
-
-/// Whether `child` exits within `limit`; killed (and reaped) if not.
-fn exits_within(child: &mut Child, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
 }
 
 fn connect(address: &str) -> TaskClient {
@@ -192,11 +179,9 @@ fn serve_mode_serves_the_given_socket_until_shutdown() {
         &ShutdownRequest::new(),
     );
     drop(client);
-    assert!(
-        exits_within(&mut server, Duration::from_secs(10)),
-        "the shim is still running after Shutdown"
-    );
-    assert!(server.wait().unwrap().success());
+    let (status, killed) = wait_or_kill(&mut server, Duration::from_secs(10)).unwrap();
+    assert!(!killed, "the shim is still running after Shutdown");
+    assert!(status.success(), "{status:?}");
     assert!(!socket.exists(), "{} is left behind", socket.display());
 }
 
@@ -229,10 +214,8 @@ fn delete_sees_its_children_exit_even_when_sigchld_was_ignored() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run the shim");
-    assert!(
-        exits_within(&mut child, Duration::from_secs(20)),
-        "delete never saw urunc exit"
-    );
+    let (_, killed) = wait_or_kill(&mut child, Duration::from_secs(20)).unwrap();
+    assert!(!killed, "delete never saw urunc exit");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{out:?}");
     let args = std::fs::read_to_string(&called).expect("urunc was run");

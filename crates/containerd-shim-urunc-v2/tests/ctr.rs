@@ -13,7 +13,7 @@
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -21,8 +21,8 @@ use oci_image::ImageBuilder;
 use test_harness::bundle::{KEY_BINARY, KEY_HYPERVISOR, KEY_TYPE, TESTKERNEL_KEYS};
 use test_harness::fixtures::{TESTKERNEL_BOOTED as BOOTED, TESTKERNEL_DONE as DONE};
 use test_harness::{
-    busybox_image, fixtures, output_text, pids_with_arg, require_root_and_tools, wait_until,
-    Containerd,
+    busybox_image, fixtures, output_text, pids_with_arg, require_root_and_tools, wait_or_kill,
+    wait_until, Containerd,
 };
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-urunc-v2");
@@ -219,27 +219,12 @@ fn ctr_with_input(containerd: &Containerd, args: &[&str], input: &[u8]) -> Outpu
     };
     let out = collect(Box::new(child.stdout.take().unwrap()));
     let err = collect(Box::new(child.stderr.take().unwrap()));
-    let status = wait_or_kill(&mut child, Duration::from_secs(60));
+    let (status, _) = wait_or_kill(&mut child, Duration::from_secs(60)).unwrap();
     drop(stdin);
     Output {
         status,
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
-    }
-}
-
-/// The child's exit status; killed first if it has not exited `within`.
-fn wait_or_kill(child: &mut Child, within: Duration) -> ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return child.wait().unwrap();
-        }
-        thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -446,7 +431,7 @@ fn terminal_run_echoes_input() {
     stdin.write_all(b"xyz").unwrap();
     thread::sleep(Duration::from_millis(300));
     stdin.write_all(b"q").unwrap();
-    let status = wait_or_kill(&mut child, Duration::from_secs(60));
+    let (status, _) = wait_or_kill(&mut child, Duration::from_secs(60)).unwrap();
     drop(stdin);
     let out = String::from_utf8_lossy(&reader.join().unwrap()).into_owned();
     let mut err = String::new();

@@ -2,7 +2,7 @@
 
 use std::io::{self, Read};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -36,19 +36,7 @@ pub(crate) fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Resu
             .take()
             .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    let deadline = Instant::now() + timeout;
-    let mut timed_out = false;
-    let status: ExitStatus = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            timed_out = true;
-            let _ = child.kill();
-            break child.wait()?;
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
+    let (status, timed_out) = wait_or_kill(&mut child, timeout)?;
     let stdout = stdout.join().unwrap_or_default();
     let mut stderr = stderr.join().unwrap_or_default();
     if timed_out {
@@ -60,6 +48,22 @@ pub(crate) fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> io::Resu
         stdout,
         stderr,
     })
+}
+
+/// Waits for `child` for up to `timeout`, then kills it (by its own PID) and reaps it.
+/// Its exit status, and whether it had to be killed.
+pub fn wait_or_kill(child: &mut Child, timeout: Duration) -> io::Result<(ExitStatus, bool)> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok((status, false));
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            return Ok((child.wait()?, true));
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// An `Output` that says the command could not be started at all.

@@ -46,7 +46,7 @@ pub mod recorder;
 mod skip;
 
 pub use cleanup::{mounts_under, pids_with_arg, wait_until};
-pub use command::{assert_ok, output_text};
+pub use command::{assert_ok, output_text, wait_or_kill};
 pub use containerd::{Containerd, ContainerdBuilder, DEFAULT_NAMESPACE};
 pub use docker::{Dockerd, DOCKER, DOCKERD};
 pub use podman::{Podman, PODMAN_RUN_ULIMITS};
