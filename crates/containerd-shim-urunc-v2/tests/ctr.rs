@@ -21,8 +21,8 @@ use oci_image::ImageBuilder;
 use test_harness::bundle::{KEY_BINARY, KEY_HYPERVISOR, KEY_TYPE, TESTKERNEL_KEYS};
 use test_harness::fixtures::{TESTKERNEL_BOOTED as BOOTED, TESTKERNEL_DONE as DONE};
 use test_harness::{
-    busybox_image, fixtures, output_text, pids_with_arg, require_root_and_tools, wait_or_kill,
-    wait_until, Containerd,
+    busybox_image, fixtures, linux_guest_image, output_text, pids_with_arg, require_root_and_tools,
+    wait_or_kill, wait_until, Containerd,
 };
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-urunc-v2");
@@ -104,12 +104,7 @@ const LINUX_KEYS: &[(&str, &str)] = &[
 /// The Linux guest fixture as an image: the kernel and the initrd under /boot.
 fn linux_image(containerd: &Containerd, vmlinux: &Path, initrd: &Path, reference: &str) -> String {
     let mut image = ImageBuilder::new();
-    image
-        .add_file("/boot/vmlinux", vmlinux, 0o644)
-        .unwrap()
-        .add_file("/boot/initrd", initrd, 0o644)
-        .unwrap();
-    image.cmd(["/init"]);
+    linux_guest_image(&mut image, vmlinux, initrd).expect("Linux guest image");
     import(containerd, &image, reference)
 }
 
@@ -194,6 +189,18 @@ fn wait_status(containerd: &Containerd, id: &str, status: &str) -> i32 {
         );
         thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `ctr tasks kill KILL.. ID` (e.g. `["-s", "KILL"]`, or none for SIGTERM), then once
+/// the task stopped, its delete and the container's.
+fn stop_and_remove(containerd: &Containerd, id: &str, kill: &[&str]) {
+    let mut args = vec!["tasks", "kill"];
+    args.extend_from_slice(kill);
+    args.push(id);
+    containerd.ctr_ok(&args);
+    wait_status(containerd, id, "STOPPED");
+    containerd.ctr_ok(&["tasks", "delete", id]);
+    containerd.ctr_ok(&["containers", "rm", id]);
 }
 
 /// `ctr ARGS` with `input` on its stdin (the harness gives ctr /dev/null).
@@ -511,10 +518,7 @@ fn ordinary_containers_go_to_runc_through_the_shim() {
     let text = output_text(&exec);
     assert_eq!(stdout(&exec).trim(), "exec-out", "{text}");
     assert_eq!(exec.status.code(), Some(5), "{text}");
-    containerd.ctr_ok(&["tasks", "kill", "-s", "KILL", &id]);
-    wait_status(&containerd, &id, "STOPPED");
-    containerd.ctr_ok(&["tasks", "delete", &id]);
-    containerd.ctr_ok(&["containers", "rm", &id]);
+    stop_and_remove(&containerd, &id, &["-s", "KILL"]);
     assert_nothing_left(&containerd, &id);
 }
 
@@ -571,16 +575,10 @@ fn containers_of_one_pod_share_a_shim() {
         rss_kib(shims[0])
     );
     // Deleting one container leaves the shim serving the other.
-    containerd.ctr_ok(&["tasks", "kill", "-s", "KILL", &ids[0]]);
-    wait_status(&containerd, &ids[0], "STOPPED");
-    containerd.ctr_ok(&["tasks", "delete", &ids[0]]);
-    containerd.ctr_ok(&["containers", "rm", &ids[0]]);
+    stop_and_remove(&containerd, &ids[0], &["-s", "KILL"]);
     assert_eq!(our_shims(&containerd), shims);
     wait_status(&containerd, &ids[1], "RUNNING");
-    containerd.ctr_ok(&["tasks", "kill", "-s", "KILL", &ids[1]]);
-    wait_status(&containerd, &ids[1], "STOPPED");
-    containerd.ctr_ok(&["tasks", "delete", &ids[1]]);
-    containerd.ctr_ok(&["containers", "rm", &ids[1]]);
+    stop_and_remove(&containerd, &ids[1], &["-s", "KILL"]);
     for id in &ids {
         assert_nothing_left(&containerd, id);
     }
@@ -920,10 +918,7 @@ fn sigterm_stops_the_vm() {
             "signal {sig} blocked in the monitor: {blocked:#x}"
         );
     }
-    containerd.ctr_ok(&["tasks", "kill", &id]);
-    wait_status(&containerd, &id, "STOPPED");
-    containerd.ctr_ok(&["tasks", "delete", &id]);
-    containerd.ctr_ok(&["containers", "rm", &id]);
+    stop_and_remove(&containerd, &id, &[]);
     assert_nothing_left(&containerd, &id);
 }
 
@@ -958,10 +953,7 @@ fn the_image_chooses_its_qemu_machine() {
             .split(|&b| b == 0)
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
-        containerd.ctr_ok(&["tasks", "kill", "-s", "KILL", &id]);
-        wait_status(&containerd, &id, "STOPPED");
-        containerd.ctr_ok(&["tasks", "delete", &id]);
-        containerd.ctr_ok(&["containers", "rm", &id]);
+        stop_and_remove(&containerd, &id, &["-s", "KILL"]);
         assert_nothing_left(&containerd, &id);
         let at = argv.iter().position(|a| a == "-machine");
         at.and_then(|i| argv.get(i + 1))
@@ -1061,12 +1053,7 @@ fn one_shim_serves_many_containers_without_growing() {
         containerd.ctr_ok(&strs(&args));
         wait_status(&containerd, id, "RUNNING");
     };
-    let remove = |id: &str| {
-        containerd.ctr_ok(&["tasks", "kill", "-s", "KILL", id]);
-        wait_status(&containerd, id, "STOPPED");
-        containerd.ctr_ok(&["tasks", "delete", id]);
-        containerd.ctr_ok(&["containers", "rm", id]);
-    };
+    let remove = |id: &str| stop_and_remove(&containerd, id, &["-s", "KILL"]);
     let anchor = containerd.unique_id("anchor");
     run(&anchor);
     let shims = our_shims(&containerd);

@@ -74,3 +74,17 @@ pub fn busybox_image(image: &mut ImageBuilder) -> Result<&mut ImageBuilder> {
     image.cmd(["/bin/sh"]).env("PATH", "/bin");
     Ok(image)
 }
+
+/// Adds a Linux guest (the [`fixtures::linux_guest`] files) as `/boot/vmlinux` and
+/// `/boot/initrd`, and sets `Cmd` to the initrd's `/init`.
+pub fn linux_guest_image<'a>(
+    image: &'a mut ImageBuilder,
+    vmlinux: &Path,
+    initrd: &Path,
+) -> Result<&'a mut ImageBuilder> {
+    image
+        .add_file("/boot/vmlinux", vmlinux, 0o644)?
+        .add_file("/boot/initrd", initrd, 0o644)?;
+    image.cmd(["/init"]);
+    Ok(image)
+}

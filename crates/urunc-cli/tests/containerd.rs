@@ -223,12 +223,7 @@ fn linux_guest_gets_args_and_env() {
     };
     let (vmlinux, initrd) = fixtures::linux_guest().expect("linux guest fixture");
     let mut image = ImageBuilder::new();
-    image
-        .add_file("/boot/vmlinux", vmlinux, 0o644)
-        .unwrap()
-        .add_file("/boot/initrd", initrd, 0o644)
-        .unwrap();
-    image.cmd(["/init"]);
+    test_harness::linux_guest_image(&mut image, &vmlinux, &initrd).expect("Linux guest image");
     let image = import(&containerd, &image, "example.com/urunc/linux:1");
     let mut flags = urunc_flags(&[
         (KEY_TYPE, "linux"),
